@@ -1,0 +1,428 @@
+//! Broker and topic configuration, under Kafka's own key names.
+//!
+//! [`BrokerConfig`] holds what the broker was started with; topic configs are a sparse map
+//! of overrides whose defaults come from the broker (`log.segment.bytes` → `segment.bytes`,
+//! …), as in Kafka. [`BROKER_KEYS`] and [`TOPIC_KEYS`] list every key we honour, which is
+//! what DescribeConfigs reports and what CreateTopics accepts.
+
+use std::collections::BTreeMap;
+
+use crate::PlantedBugs;
+
+/// How the leader stamps record timestamps (`message.timestamp.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The broker's settings. Field names follow the Kafka key with dots as underscores.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// host and port clients are told to connect to (Metadata, DescribeCluster).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `log.segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms`.
+    pub log_roll_ms: i64,
+    /// `message.max.bytes`: the largest record batch accepted.
+    pub message_max_bytes: i32,
+    /// `log.index.interval.bytes`: bytes between two offset index entries.
+    pub log_index_interval_bytes: u32,
+    /// `log.message.timestamp.type`.
+    pub log_message_timestamp_type: TimestampType,
+    /// `log.retention.ms` (reported; retention itself comes with its own issue).
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes` (reported; see above).
+    pub log_retention_bytes: i64,
+    /// `socket.request.max.bytes`: enforced by the shell's framing.
+    pub socket_request_max_bytes: i32,
+    /// Seed of the engine's RNG (cluster id, topic ids). The shell draws it from the OS,
+    /// the simulator from its seed.
+    pub rng_seed: u64,
+    /// Test-only switch for planted bugs; inert unless built with `planted-bugs`.
+    pub planted: PlantedBugs,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            advertised_host: "127.0.0.1".to_string(),
+            advertised_port: 9092,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            log_segment_bytes: 1024 * 1024 * 1024,
+            log_roll_ms: 7 * 24 * 3600 * 1000,
+            message_max_bytes: 1_048_588,
+            log_index_interval_bytes: 4096,
+            log_message_timestamp_type: TimestampType::CreateTime,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            rng_seed: 0,
+            planted: PlantedBugs::default(),
+        }
+    }
+}
+
+/// Why a config key or value was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown config key '{0}'")]
+    UnknownKey(String),
+    #[error("invalid value '{value}' for '{key}': {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// A broker key we honour, with its documentation for `--help`-style listings.
+pub struct BrokerKey {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every broker key `--config` accepts and DescribeConfigs reports.
+pub const BROKER_KEYS: &[BrokerKey] = &[
+    BrokerKey {
+        name: "node.id",
+        doc: "this broker's id",
+    },
+    BrokerKey {
+        name: "advertised.listeners",
+        doc: "host:port given to clients",
+    },
+    BrokerKey {
+        name: "num.partitions",
+        doc: "partitions of auto-created topics",
+    },
+    BrokerKey {
+        name: "default.replication.factor",
+        doc: "replication factor of new topics",
+    },
+    BrokerKey {
+        name: "auto.create.topics.enable",
+        doc: "create unknown topics on Metadata/Produce",
+    },
+    BrokerKey {
+        name: "log.segment.bytes",
+        doc: "segment size before a roll",
+    },
+    BrokerKey {
+        name: "log.roll.ms",
+        doc: "segment age before a roll",
+    },
+    BrokerKey {
+        name: "message.max.bytes",
+        doc: "largest record batch accepted",
+    },
+    BrokerKey {
+        name: "log.index.interval.bytes",
+        doc: "bytes between offset index entries",
+    },
+    BrokerKey {
+        name: "log.message.timestamp.type",
+        doc: "CreateTime or LogAppendTime",
+    },
+    BrokerKey {
+        name: "log.retention.ms",
+        doc: "retention time (reported, not yet enforced)",
+    },
+    BrokerKey {
+        name: "log.retention.bytes",
+        doc: "retention size (reported, not yet enforced)",
+    },
+    BrokerKey {
+        name: "socket.request.max.bytes",
+        doc: "largest request frame accepted",
+    },
+];
+
+/// A topic-level key: its name, and the broker key its default comes from.
+pub struct TopicKey {
+    pub name: &'static str,
+    pub broker_key: &'static str,
+}
+
+/// Every topic key CreateTopics accepts and DescribeConfigs reports.
+pub const TOPIC_KEYS: &[TopicKey] = &[
+    TopicKey {
+        name: "segment.bytes",
+        broker_key: "log.segment.bytes",
+    },
+    TopicKey {
+        name: "segment.ms",
+        broker_key: "log.roll.ms",
+    },
+    TopicKey {
+        name: "max.message.bytes",
+        broker_key: "message.max.bytes",
+    },
+    TopicKey {
+        name: "index.interval.bytes",
+        broker_key: "log.index.interval.bytes",
+    },
+    TopicKey {
+        name: "message.timestamp.type",
+        broker_key: "log.message.timestamp.type",
+    },
+    TopicKey {
+        name: "retention.ms",
+        broker_key: "log.retention.ms",
+    },
+    TopicKey {
+        name: "retention.bytes",
+        broker_key: "log.retention.bytes",
+    },
+    TopicKey {
+        name: "cleanup.policy",
+        broker_key: "log.cleanup.policy",
+    },
+];
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse::<T>().map_err(|_| ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: "not a number in range".to_string(),
+    })
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: "expected true or false".to_string(),
+        }),
+    }
+}
+
+fn parse_timestamp_type(key: &str, value: &str) -> Result<TimestampType, ConfigError> {
+    match value.trim() {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: "expected CreateTime or LogAppendTime".to_string(),
+        }),
+    }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display>(key: &str, value: T, min: T) -> Result<T, ConfigError> {
+    if value < min {
+        return Err(ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: format!("must be at least {min}"),
+        });
+    }
+    Ok(value)
+}
+
+impl BrokerConfig {
+    /// Sets one broker key from its string form, as found in a config file.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "node.id" | "broker.id" => self.node_id = at_least(key, parse_num(key, value)?, 0)?,
+            "advertised.listeners" => {
+                let (host, port) = parse_host_port(value).ok_or_else(|| ConfigError::InvalidValue {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    reason: "expected host:port".to_string(),
+                })?;
+                self.advertised_host = host;
+                self.advertised_port = port;
+            }
+            "num.partitions" => self.num_partitions = at_least(key, parse_num(key, value)?, 1)?,
+            "default.replication.factor" => {
+                self.default_replication_factor = at_least(key, parse_num(key, value)?, 1)?
+            }
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse_bool(key, value)?,
+            "log.segment.bytes" => self.log_segment_bytes = at_least(key, parse_num(key, value)?, 14)?,
+            "log.roll.ms" => self.log_roll_ms = at_least(key, parse_num(key, value)?, 1)?,
+            "message.max.bytes" => self.message_max_bytes = at_least(key, parse_num(key, value)?, 0)?,
+            "log.index.interval.bytes" => {
+                self.log_index_interval_bytes = at_least(key, parse_num(key, value)?, 0)?
+            }
+            "log.message.timestamp.type" => {
+                self.log_message_timestamp_type = parse_timestamp_type(key, value)?
+            }
+            "log.retention.ms" => self.log_retention_ms = at_least(key, parse_num(key, value)?, -1)?,
+            "log.retention.bytes" => self.log_retention_bytes = at_least(key, parse_num(key, value)?, -1)?,
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = at_least(key, parse_num(key, value)?, 1)?
+            }
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+
+    /// The current value of a broker key in its string form.
+    pub fn get(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "node.id" => self.node_id.to_string(),
+            "advertised.listeners" => {
+                format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port)
+            }
+            "num.partitions" => self.num_partitions.to_string(),
+            "default.replication.factor" => self.default_replication_factor.to_string(),
+            "auto.create.topics.enable" => self.auto_create_topics_enable.to_string(),
+            "log.segment.bytes" => self.log_segment_bytes.to_string(),
+            "log.roll.ms" => self.log_roll_ms.to_string(),
+            "message.max.bytes" => self.message_max_bytes.to_string(),
+            "log.index.interval.bytes" => self.log_index_interval_bytes.to_string(),
+            "log.message.timestamp.type" => timestamp_type_name(self.log_message_timestamp_type).to_string(),
+            "log.retention.ms" => self.log_retention_ms.to_string(),
+            "log.retention.bytes" => self.log_retention_bytes.to_string(),
+            "log.cleanup.policy" => "delete".to_string(),
+            "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
+            _ => return None,
+        })
+    }
+}
+
+/// Kafka's name for a timestamp type.
+pub fn timestamp_type_name(t: TimestampType) -> &'static str {
+    match t {
+        TimestampType::CreateTime => "CreateTime",
+        TimestampType::LogAppendTime => "LogAppendTime",
+    }
+}
+
+/// Parses `host:port`, also with a `PLAINTEXT://` style scheme in front.
+pub fn parse_host_port(value: &str) -> Option<(String, i32)> {
+    let v = value.trim();
+    let v = v.split_once("://").map(|(_, rest)| rest).unwrap_or(v);
+    let (host, port) = v.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+}
+
+/// The settings one partition log runs with: topic overrides over broker defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub max_message_bytes: i32,
+    pub index_interval_bytes: u32,
+    pub timestamp_type: TimestampType,
+}
+
+impl LogConfig {
+    /// Resolves a topic's overrides against the broker's defaults. Overrides were validated
+    /// by [`validate_topic_config`] when they were stored.
+    pub fn resolve(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let mut c = LogConfig {
+            segment_bytes: broker.log_segment_bytes,
+            segment_ms: broker.log_roll_ms,
+            max_message_bytes: broker.message_max_bytes,
+            index_interval_bytes: broker.log_index_interval_bytes,
+            timestamp_type: broker.log_message_timestamp_type,
+        };
+        for (k, v) in overrides {
+            match k.as_str() {
+                "segment.bytes" => c.segment_bytes = v.parse().unwrap_or(c.segment_bytes),
+                "segment.ms" => c.segment_ms = v.parse().unwrap_or(c.segment_ms),
+                "max.message.bytes" => c.max_message_bytes = v.parse().unwrap_or(c.max_message_bytes),
+                "index.interval.bytes" => {
+                    c.index_interval_bytes = v.parse().unwrap_or(c.index_interval_bytes)
+                }
+                "message.timestamp.type" => {
+                    c.timestamp_type = parse_timestamp_type(k, v).unwrap_or(c.timestamp_type)
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// Checks one topic-level override, as CreateTopics must before storing it.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> {
+    match key {
+        "segment.bytes" => at_least(key, parse_num::<u64>(key, value)?, 14).map(drop),
+        "segment.ms" => at_least(key, parse_num::<i64>(key, value)?, 1).map(drop),
+        "max.message.bytes" => at_least(key, parse_num::<i32>(key, value)?, 0).map(drop),
+        "index.interval.bytes" => at_least(key, parse_num::<u32>(key, value)?, 0).map(drop),
+        "message.timestamp.type" => parse_timestamp_type(key, value).map(drop),
+        "retention.ms" | "retention.bytes" => at_least(key, parse_num::<i64>(key, value)?, -1).map(drop),
+        "cleanup.policy" => match value {
+            "delete" => Ok(()),
+            _ => Err(ConfigError::InvalidValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                reason: "only 'delete' is supported until compaction lands".to_string(),
+            }),
+        },
+        _ => Err(ConfigError::UnknownKey(key.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_get_round_trip() {
+        let mut c = BrokerConfig::default();
+        c.set("num.partitions", "8").unwrap();
+        c.set("log.message.timestamp.type", "LogAppendTime").unwrap();
+        assert_eq!(c.get("num.partitions").as_deref(), Some("8"));
+        assert_eq!(
+            c.get("log.message.timestamp.type").as_deref(),
+            Some("LogAppendTime")
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.set("nope", "1"), Err(ConfigError::UnknownKey("nope".into())));
+        assert!(matches!(
+            c.set("num.partitions", "0"),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            c.set("auto.create.topics.enable", "yes"),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn topic_overrides_resolve_over_broker_defaults() {
+        let b = BrokerConfig::default();
+        let mut o = BTreeMap::new();
+        o.insert("segment.bytes".to_string(), "1000".to_string());
+        let c = LogConfig::resolve(&b, &o);
+        assert_eq!(c.segment_bytes, 1000);
+        assert_eq!(c.max_message_bytes, b.message_max_bytes);
+        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_config("segment.bytes", "x").is_err());
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(parse_host_port("PLAINTEXT://h:9"), Some(("h".into(), 9)));
+        assert_eq!(parse_host_port("h:x"), None);
+        assert_eq!(parse_host_port(":9"), None);
+    }
+}

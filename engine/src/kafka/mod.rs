@@ -1,0 +1,1 @@
+//! The Kafka wire layer: the only module that sees `kafka-protocol` types.

@@ -1,0 +1,1 @@
+//! Sparse offset and time indexes. (Being written; see issue 3.)

@@ -1,0 +1,2 @@
+//! Partition logs: segments, indexes, recovery.
+pub mod index;

@@ -1,0 +1,1 @@
+//! gregor-net: the tokio shell that drives one engine.

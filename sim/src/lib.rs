@@ -1,0 +1,1 @@
+//! gregor-sim: the deterministic simulator.
