@@ -45,6 +45,9 @@ pub struct BrokerConfig {
     pub log_retention_bytes: i64,
     /// `socket.request.max.bytes`: enforced by the shell's framing.
     pub socket_request_max_bytes: i32,
+    /// Bytes of recent batches each partition keeps in memory for tailing consumers
+    /// (an engine setting, not a Kafka key; the simulator turns it down to exercise disk reads).
+    pub tail_cache_bytes: usize,
     /// Seed of the engine's RNG (cluster id, topic ids). The shell draws it from the OS,
     /// the simulator from its seed.
     pub rng_seed: u64,
@@ -69,6 +72,7 @@ impl Default for BrokerConfig {
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,
             socket_request_max_bytes: 100 * 1024 * 1024,
+            tail_cache_bytes: 4 * 1024 * 1024,
             rng_seed: 0,
             planted: PlantedBugs::default(),
         }

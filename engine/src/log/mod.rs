@@ -1,2 +1,7 @@
-//! Partition logs: segments, indexes, recovery.
+//! Partition logs: segments, indexes, the tail cache, reads and recovery.
 pub mod index;
+pub mod partition;
+pub mod read;
+pub mod recovery;
+pub mod segment;
+pub mod tail;

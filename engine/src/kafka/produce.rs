@@ -1,0 +1,184 @@
+//! Produce: validate each partition's batch, append it, and answer once every appended
+//! batch is durable (acks=1 and acks=all alike on a single node; acks=0 gets no answer).
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+
+use super::{code, str_bytes, Ctx, PendingBody};
+use crate::batch::validate_produce;
+use crate::config::TimestampType;
+use crate::engine::Engine;
+use crate::log::partition::LogId;
+use crate::Output;
+
+#[derive(Debug)]
+pub(crate) struct PendingProduce {
+    response: ProduceResponse,
+    /// For each slot: (topic index, partition index) in `response`.
+    slots: Vec<(usize, usize)>,
+    outstanding: usize,
+}
+
+impl Engine {
+    pub(crate) fn handle_produce(&mut self, ctx: Ctx, req: ProduceRequest) {
+        let acks = req.acks;
+        let acks_valid = matches!(acks, -1..=1);
+        let mut response = ProduceResponse::default();
+        let mut waits: Vec<(LogId, u64, usize)> = Vec::new();
+        let mut slots = Vec::new();
+        let mut any_error = false;
+        for (ti, topic) in req.topic_data.into_iter().enumerate() {
+            let name = topic.name.0.as_str().to_string();
+            let mut tr = TopicProduceResponse::default().with_name(topic.name.clone());
+            for (pi, part) in topic.partition_data.into_iter().enumerate() {
+                let mut pr = PartitionProduceResponse::default()
+                    .with_index(part.index)
+                    .with_base_offset(-1);
+                let outcome = if acks_valid {
+                    self.produce_one(&name, part.index, part.records)
+                } else {
+                    Err((code::INVALID_REQUIRED_ACKS, None))
+                };
+                match outcome {
+                    Ok((log, base, last, append_time, log_start)) => {
+                        pr = pr
+                            .with_base_offset(base as i64)
+                            .with_log_append_time_ms(append_time)
+                            .with_log_start_offset(log_start);
+                        if acks != 0 {
+                            waits.push((log, last, slots.len()));
+                        }
+                    }
+                    Err((error, message)) => {
+                        any_error = true;
+                        pr = pr
+                            .with_error_code(error)
+                            .with_error_message(message.map(|m| str_bytes(&m)));
+                    }
+                }
+                slots.push((ti, pi));
+                tr.partition_responses.push(pr);
+            }
+            response.responses.push(tr);
+        }
+        if acks == 0 {
+            // Kafka closes the connection so a fire-and-forget producer notices the error.
+            let out = if any_error {
+                Output::CloseConnection { conn: ctx.conn }
+            } else {
+                Output::ClientResponse {
+                    conn: ctx.conn,
+                    seq: ctx.seq,
+                    frame: None,
+                }
+            };
+            self.kafka.responses.push(out);
+            return;
+        }
+        if waits.is_empty() {
+            self.respond(&ctx, ResponseKind::Produce(response));
+            return;
+        }
+        let outstanding = waits.len();
+        let id = self.park(
+            ctx,
+            PendingBody::Produce(PendingProduce {
+                response,
+                slots,
+                outstanding,
+            }),
+        );
+        let logs: Vec<LogId> = waits.iter().map(|w| w.0).collect();
+        for (log, last, slot) in waits {
+            self.kafka.produce_waits.insert((log, last, id, slot));
+        }
+        for log in logs {
+            self.produce_log_advanced(log);
+        }
+    }
+
+    /// Appends one partition's records: `(log, base, last, log append time, log start)`.
+    #[allow(clippy::type_complexity)]
+    fn produce_one(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Option<bytes::Bytes>,
+    ) -> Result<(LogId, u64, u64, i64, i64), (i16, Option<String>)> {
+        let Some(&log_id) = self.partitions.get(&(topic.to_string(), partition)) else {
+            return Err((code::UNKNOWN_TOPIC_OR_PARTITION, None));
+        };
+        let wall_ms = self.now.wall_ms;
+        let Some(log) = self.logs.get_mut(&log_id) else {
+            return Err((code::UNKNOWN_TOPIC_OR_PARTITION, None));
+        };
+        let records = records.unwrap_or_default();
+        let info = validate_produce(&records, log.config.max_message_bytes)
+            .map_err(|e| (e.error_code(), Some(e.to_string())))?;
+        let batch = BytesMut::from(&records[..]);
+        let (base, last) = log.append(&mut self.q, batch, info, wall_ms).map_err(|_| {
+            (
+                code::KAFKA_STORAGE_ERROR,
+                Some("the log is recovering from a failed write".into()),
+            )
+        })?;
+        let append_time = if log.config.timestamp_type == TimestampType::LogAppendTime {
+            wall_ms
+        } else {
+            -1
+        };
+        Ok((log_id, base, last, append_time, log.log_start_offset as i64))
+    }
+
+    /// Answers the produces whose batches on `log` are now acknowledged.
+    pub(crate) fn produce_log_advanced(&mut self, log: LogId) {
+        let Some(l) = self.logs.get(&log) else { return };
+        let end = l.ack_end(self.config.planted.ack_before_fsync());
+        let done: Vec<(LogId, u64, u64, usize)> = self
+            .kafka
+            .produce_waits
+            .range((log, 0, 0, 0)..(log, end, 0, 0))
+            .copied()
+            .collect();
+        for w in done {
+            self.kafka.produce_waits.remove(&w);
+            self.produce_slot_done(w.2, w.3, None);
+        }
+    }
+
+    /// Fails the produces waiting on `log` for offsets at or after `from`.
+    pub(crate) fn produce_log_failed(&mut self, log: LogId, from: u64, error: i16) {
+        let failed: Vec<(LogId, u64, u64, usize)> = self
+            .kafka
+            .produce_waits
+            .range((log, from, 0, 0)..(log + 1, 0, 0, 0))
+            .copied()
+            .collect();
+        for w in failed {
+            self.kafka.produce_waits.remove(&w);
+            self.produce_slot_done(w.2, w.3, Some(error));
+        }
+    }
+
+    fn produce_slot_done(&mut self, id: u64, slot: usize, error: Option<i16>) {
+        let Some(p) = self.kafka.requests.get_mut(&id) else {
+            return;
+        };
+        let PendingBody::Produce(pp) = &mut p.body else {
+            return;
+        };
+        if let Some(error) = error {
+            let (ti, pi) = pp.slots[slot];
+            let pr = &mut pp.response.responses[ti].partition_responses[pi];
+            pr.error_code = error;
+            pr.base_offset = -1;
+        }
+        assert!(pp.outstanding > 0);
+        pp.outstanding -= 1;
+        if pp.outstanding == 0 {
+            let response = std::mem::take(&mut pp.response);
+            self.finish(id, Some(ResponseKind::Produce(response)));
+        }
+    }
+}

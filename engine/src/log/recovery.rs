@@ -1,0 +1,346 @@
+//! Recovery of one partition log at start: list its directory, load the indexes of closed
+//! segments (rebuilding any that are missing or damaged by scanning their segment), scan
+//! the active segment batch by batch and cut it at the first torn or corrupt batch.
+//!
+//! Invariant relied on (see `partition.rs`): only the last segment can hold bytes that were
+//! never fsynced, so only its tail can be torn. A batch that was fsynced whole is never cut:
+//! the scan stops only at a batch that is incomplete or fails its CRC.
+
+use bytes::Bytes;
+
+use super::index::{OffsetIndex, TimeIndex};
+use super::segment::{parse_file_name, Segment};
+use crate::batch::{self, BatchView, StoredBatchError};
+use crate::io::{DirEntry, IoError, IoOp, IoResult};
+
+/// Bytes read per step while scanning a segment.
+const SCAN_CHUNK_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug)]
+enum Phase {
+    List,
+    CreateDir,
+    CreateFirstSegment,
+    ReadIndex,
+    ReadTimeIndex { index: Option<OffsetIndex> },
+    Scan { position: u64 },
+    Truncate,
+    Done,
+}
+
+/// What recovery wants next.
+#[derive(Debug)]
+pub enum RecoveryStep {
+    Io(IoOp),
+    /// The recovered segments, oldest first (at least one), all durable.
+    Done(Vec<Segment>),
+}
+
+#[derive(Debug)]
+pub struct Recovery {
+    dir: String,
+    index_interval_bytes: u32,
+    skip_crc: bool,
+    wall_ms: i64,
+    /// `(base offset, file size)` of every `.log` file, by base offset.
+    files: Vec<(u64, u64)>,
+    listing: Vec<DirEntry>,
+    current: usize,
+    segment: Option<Segment>,
+    done: Vec<Segment>,
+    phase: Phase,
+}
+
+impl Recovery {
+    pub fn start(
+        dir: &str,
+        index_interval_bytes: u32,
+        skip_crc: bool,
+        wall_ms: i64,
+    ) -> (Recovery, RecoveryStep) {
+        let r = Recovery {
+            dir: dir.to_string(),
+            index_interval_bytes,
+            skip_crc,
+            wall_ms,
+            files: Vec::new(),
+            listing: Vec::new(),
+            current: 0,
+            segment: None,
+            done: Vec::new(),
+            phase: Phase::List,
+        };
+        (r, RecoveryStep::Io(IoOp::List { dir: dir.to_string() }))
+    }
+
+    /// Feeds the completion of the last op. An IO error other than a missing directory or
+    /// index is returned to the caller, which stops the node: a log we cannot read is not
+    /// one we may serve.
+    pub fn on_io_done(&mut self, result: IoResult) -> Result<RecoveryStep, String> {
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        match (phase, result) {
+            (Phase::List, IoResult::Err(IoError::NotFound)) => {
+                self.phase = Phase::CreateDir;
+                Ok(RecoveryStep::Io(IoOp::CreateDir {
+                    dir: self.dir.clone(),
+                }))
+            }
+            (Phase::List, IoResult::List(entries)) => Ok(self.listed(entries)),
+            (Phase::CreateDir, IoResult::Done) => Ok(self.create_first_segment()),
+            (Phase::CreateFirstSegment, IoResult::Done) => {
+                Ok(RecoveryStep::Done(vec![Segment::new(&self.dir, 0)]))
+            }
+            (Phase::ReadIndex, r) => {
+                let index = match r {
+                    IoResult::Read(bytes) => self.decode_index(&bytes),
+                    IoResult::Err(IoError::NotFound) => None,
+                    IoResult::Err(e) => return Err(format!("reading index in {}: {e}", self.dir)),
+                    other => return Err(format!("unexpected completion {other:?}")),
+                };
+                self.phase = Phase::ReadTimeIndex { index };
+                let seg = self.segment_ref();
+                Ok(RecoveryStep::Io(IoOp::Read {
+                    file: seg.time_index_file(),
+                    position: 0,
+                    len: u32::MAX,
+                }))
+            }
+            (Phase::ReadTimeIndex { index }, r) => {
+                let time_index = match r {
+                    IoResult::Read(bytes) => self.decode_time_index(&bytes),
+                    IoResult::Err(IoError::NotFound) => None,
+                    IoResult::Err(e) => return Err(format!("reading time index in {}: {e}", self.dir)),
+                    other => return Err(format!("unexpected completion {other:?}")),
+                };
+                match (index, time_index) {
+                    (Some(index), Some(time_index)) => {
+                        let seg = self.segment.as_mut().expect("a segment is being recovered");
+                        seg.index = index;
+                        if let Some((ts, off)) = time_index.max() {
+                            seg.max_timestamp_ms = ts;
+                            seg.max_timestamp_offset = off;
+                        }
+                        seg.time_index = time_index;
+                        Ok(self.finish_segment())
+                    }
+                    _ => {
+                        tracing::info!(dir = %self.dir, file = %self.segment_ref().file, "rebuilding index");
+                        Ok(self.scan_from(0))
+                    }
+                }
+            }
+            (Phase::Scan { position, .. }, IoResult::Read(bytes)) => Ok(self.scanned(position, bytes)),
+            (Phase::Truncate, IoResult::Done) => Ok(self.finish_segment()),
+            (phase, IoResult::Err(e)) => Err(format!("recovering {} ({phase:?}): {e}", self.dir)),
+            (phase, other) => Err(format!(
+                "recovering {}: unexpected {other:?} in {phase:?}",
+                self.dir
+            )),
+        }
+    }
+
+    fn segment_ref(&self) -> &Segment {
+        self.segment.as_ref().expect("a segment is being recovered")
+    }
+
+    fn create_first_segment(&mut self) -> RecoveryStep {
+        self.phase = Phase::CreateFirstSegment;
+        RecoveryStep::Io(IoOp::CreateFile {
+            file: Segment::new(&self.dir, 0).file,
+        })
+    }
+
+    fn listed(&mut self, entries: Vec<DirEntry>) -> RecoveryStep {
+        let mut files: Vec<(u64, u64)> = entries
+            .iter()
+            .filter(|e| !e.is_dir)
+            .filter_map(|e| parse_file_name(&e.name, "log").map(|b| (b, e.size_bytes)))
+            .collect();
+        files.sort_unstable();
+        self.files = files;
+        self.listing = entries;
+        if self.files.is_empty() {
+            return self.create_first_segment();
+        }
+        self.current = 0;
+        self.begin_segment()
+    }
+
+    fn is_last(&self) -> bool {
+        self.current + 1 == self.files.len()
+    }
+
+    fn has_file(&self, name: &str) -> Option<u64> {
+        let short = name.rsplit('/').next().unwrap_or(name);
+        self.listing
+            .iter()
+            .find(|e| e.name == short)
+            .map(|e| e.size_bytes)
+    }
+
+    fn begin_segment(&mut self) -> RecoveryStep {
+        let (base, size) = self.files[self.current];
+        let mut seg = Segment::new(&self.dir, base);
+        seg.size_bytes = size;
+        let index_file = seg.index_file();
+        self.segment = Some(seg);
+        if self.is_last() || self.has_file(&index_file).is_none() {
+            return self.scan_from(0);
+        }
+        self.phase = Phase::ReadIndex;
+        RecoveryStep::Io(IoOp::Read {
+            file: index_file,
+            position: 0,
+            len: u32::MAX,
+        })
+    }
+
+    fn next_base(&self) -> Option<u64> {
+        self.files.get(self.current + 1).map(|&(b, _)| b)
+    }
+
+    fn decode_index(&self, bytes: &[u8]) -> Option<OffsetIndex> {
+        let seg = self.segment_ref();
+        OffsetIndex::decode(seg.base_offset, bytes, seg.size_bytes).ok()
+    }
+
+    fn decode_time_index(&self, bytes: &[u8]) -> Option<TimeIndex> {
+        let seg = self.segment_ref();
+        let last = self.next_base()?.checked_sub(1)?;
+        TimeIndex::decode(seg.base_offset, bytes, last).ok()
+    }
+
+    /// Restarts the segment's bookkeeping and scans it from the start.
+    fn scan_from(&mut self, position: u64) -> RecoveryStep {
+        let seg = self.segment.as_mut().expect("a segment is being recovered");
+        if position == 0 {
+            *seg = Segment::new(&self.dir, seg.base_offset);
+        }
+        self.read_chunk(position, None)
+    }
+
+    fn read_chunk(&mut self, position: u64, at_least: Option<u64>) -> RecoveryStep {
+        let file_size = self.files[self.current].1;
+        let seg = self.segment_ref();
+        if position >= file_size {
+            self.phase = Phase::Scan { position };
+            return self.end_scan(position);
+        }
+        let len = SCAN_CHUNK_BYTES
+            .max(at_least.unwrap_or(0))
+            .min(file_size - position)
+            .min(u64::from(u32::MAX));
+        let file = seg.file.clone();
+        self.phase = Phase::Scan { position };
+        RecoveryStep::Io(IoOp::Read {
+            file,
+            position,
+            len: len as u32,
+        })
+    }
+
+    fn parse<'a>(&self, bytes: &'a [u8]) -> Result<BatchView<'a>, StoredBatchError> {
+        if self.skip_crc {
+            BatchView::parse_unchecked_crc(bytes)
+        } else {
+            BatchView::parse(bytes)
+        }
+    }
+
+    fn scanned(&mut self, position: u64, bytes: Bytes) -> RecoveryStep {
+        let interval = self.index_interval_bytes;
+        let file_size = self.files[self.current].1;
+        let mut at = 0usize;
+        let mut noted: Vec<(u64, u64, i64, u64)> = Vec::new();
+        let stop = loop {
+            if at == bytes.len() {
+                break None;
+            }
+            match self.parse(&bytes[at..]) {
+                Ok(view) => {
+                    let base = view.base_offset().max(0) as u64;
+                    let last = view.last_offset().max(0) as u64;
+                    noted.push((base, last, view.max_timestamp(), view.size_bytes() as u64));
+                    at += view.size_bytes();
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        let seg = self.segment.as_mut().expect("a segment is being recovered");
+        let mut dense = true;
+        for (base, last, ts, size) in noted.iter().copied() {
+            if base != seg.next_offset {
+                dense = false;
+                break;
+            }
+            seg.note_batch(base, last, ts, size, interval);
+        }
+        let valid_end = seg.size_bytes;
+        if !dense {
+            tracing::warn!(file = %seg.file, position = valid_end, "offsets out of sequence; cutting here");
+            return self.end_scan_at(valid_end);
+        }
+        let chunk_end = position + bytes.len() as u64;
+        match stop {
+            None => self.read_chunk(chunk_end, None),
+            Some(StoredBatchError::Incomplete) if chunk_end < file_size => {
+                let rest = &bytes[at..];
+                let need = if rest.len() >= batch::LOG_OVERHEAD {
+                    let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]).max(0) as u64;
+                    batch::LOG_OVERHEAD as u64 + len
+                } else {
+                    batch::LOG_OVERHEAD as u64
+                };
+                if valid_end + need > file_size {
+                    return self.end_scan_at(valid_end);
+                }
+                self.read_chunk(valid_end, Some(need))
+            }
+            Some(_) => self.end_scan_at(valid_end),
+        }
+    }
+
+    fn end_scan_at(&mut self, valid_end: u64) -> RecoveryStep {
+        self.phase = Phase::Scan { position: valid_end };
+        self.end_scan(valid_end)
+    }
+
+    /// The scan reached `valid_end`: cut the file there if bytes follow it.
+    fn end_scan(&mut self, valid_end: u64) -> RecoveryStep {
+        let file_size = self.files[self.current].1;
+        let next_base = self.next_base();
+        let seg = self.segment.as_mut().expect("a segment is being recovered");
+        assert_eq!(seg.size_bytes, valid_end, "the scan noted every valid batch");
+        if !seg.is_empty() {
+            seg.first_append_wall_ms = Some(self.wall_ms);
+        }
+        if let Some(next) = next_base {
+            if seg.next_offset < next && !seg.is_empty() {
+                tracing::warn!(file = %seg.file, "closed segment ends early; its tail is unreadable");
+            }
+            seg.next_offset = next.max(seg.next_offset);
+            seg.seal_time_index();
+        }
+        if valid_end < file_size {
+            tracing::warn!(file = %seg.file, valid_end, file_size, "truncating torn or corrupt tail");
+            let file = seg.file.clone();
+            self.phase = Phase::Truncate;
+            return RecoveryStep::Io(IoOp::Truncate { file, len: valid_end });
+        }
+        self.finish_segment()
+    }
+
+    fn finish_segment(&mut self) -> RecoveryStep {
+        let mut seg = self.segment.take().expect("a segment is being recovered");
+        if let Some(next) = self.next_base() {
+            seg.next_offset = seg.next_offset.max(next);
+        }
+        self.done.push(seg);
+        self.current += 1;
+        if self.current < self.files.len() {
+            return self.begin_segment();
+        }
+        self.phase = Phase::Done;
+        RecoveryStep::Done(std::mem::take(&mut self.done))
+    }
+}

@@ -1,0 +1,350 @@
+//! Engine scenarios driven by hand: requests in, IO carried out by an in-memory disk,
+//! answers decoded and checked. No sockets, no clocks.
+
+mod common;
+
+use bytes::Bytes;
+use common::Harness;
+use gregor_engine::batch::{build_batch, decode_records, scan, RecordSpec};
+use gregor_engine::BrokerConfig;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn create(h: &mut Harness, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+    let t = CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(-1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_value(Some(StrBytes::from_string(v.to_string())))
+                })
+                .collect(),
+        );
+    let r = h.call(
+        ApiKey::CreateTopics,
+        5,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(1000),
+    );
+    let ResponseKind::CreateTopics(r) = r else {
+        panic!()
+    };
+    r.topics[0].error_code
+}
+
+fn records(prefix: &str, n: usize, ts: i64) -> Vec<RecordSpec> {
+    (0..n)
+        .map(|i| RecordSpec {
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("{prefix}-{i}"))),
+            headers: vec![("h".to_string(), Some(Bytes::from_static(b"v")))],
+            timestamp_ms: ts + i as i64,
+        })
+        .collect()
+}
+
+fn produce_req(topic: &str, partition: i32, acks: i16, batch: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch))])])
+}
+
+fn produce(h: &mut Harness, topic: &str, partition: i32, batch: Bytes) -> (i16, i64) {
+    let r = h.call(ApiKey::Produce, 9, &produce_req(topic, partition, -1, batch));
+    let ResponseKind::Produce(r) = r else { panic!() };
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_req(topic: &str, partition: i32, offset: i64, max_bytes: i32, wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(max_bytes)])])
+}
+
+/// Fetches and decodes: (error, high watermark, values with offsets).
+fn fetch(
+    h: &mut Harness,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+) -> (i16, i64, Vec<(i64, String)>) {
+    let r = h.call(
+        ApiKey::Fetch,
+        11,
+        &fetch_req(topic, partition, offset, max_bytes, 0),
+    );
+    let ResponseKind::Fetch(r) = r else { panic!() };
+    let p = &r.responses[0].partitions[0];
+    let bytes = p.records.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for (_, b) in scan(&bytes) {
+        for rec in decode_records(&b).unwrap() {
+            out.push((
+                rec.offset,
+                String::from_utf8(rec.value.unwrap().to_vec()).unwrap(),
+            ));
+        }
+    }
+    (p.error_code, p.high_watermark, out)
+}
+
+fn list_offset(h: &mut Harness, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(ts)])]);
+    let ResponseKind::ListOffsets(r) = h.call(ApiKey::ListOffsets, 7, &req) else {
+        panic!()
+    };
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
+}
+
+#[test]
+fn produce_fetch_restart() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 2, &[]), 0);
+    assert_eq!(create(&mut h, "t", 2, &[]), 36, "TOPIC_ALREADY_EXISTS");
+    assert_eq!(
+        produce(&mut h, "t", 0, build_batch(&records("a", 3, 1000))),
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&mut h, "t", 0, build_batch(&records("b", 2, 2000))),
+        (0, 3)
+    );
+    assert_eq!(
+        produce(&mut h, "t", 1, build_batch(&records("c", 1, 3000))),
+        (0, 0)
+    );
+    let (err, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
+    assert_eq!((err, hw), (0, 5));
+    assert_eq!(vals.iter().map(|v| v.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(vals[3].1, "b-0");
+    assert_eq!(
+        fetch(&mut h, "t", 0, 4, 1 << 20).2,
+        vec![(3, "b-0".into()), (4, "b-1".into())]
+    );
+    assert_eq!(fetch(&mut h, "t", 0, 6, 1 << 20).0, 1, "OFFSET_OUT_OF_RANGE");
+    assert_eq!(list_offset(&mut h, "t", 0, -1), (0, 5, -1));
+    assert_eq!(list_offset(&mut h, "t", 0, -2), (0, 0, -1));
+    assert_eq!(list_offset(&mut h, "t", 0, 1001), (0, 1, 1001));
+    assert_eq!(list_offset(&mut h, "t", 0, 1500), (0, 3, 2000));
+    assert_eq!(list_offset(&mut h, "t", 0, 9999).1, -1);
+    assert_eq!(list_offset(&mut h, "t", 0, -3), (0, 4, 2001));
+
+    let mut h = h.crash_restart();
+    let (err, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
+    assert_eq!((err, hw, vals.len()), (0, 5, 5));
+    assert_eq!(
+        produce(&mut h, "t", 0, build_batch(&records("d", 1, 4000))),
+        (0, 5)
+    );
+    assert_eq!(fetch(&mut h, "t", 1, 0, 1 << 20).2, vec![(0, "c-0".into())]);
+}
+
+#[test]
+fn unsynced_writes_are_not_acknowledged_and_vanish_on_crash() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 1, &[]), 0);
+    assert_eq!(
+        produce(&mut h, "t", 0, build_batch(&records("a", 2, 1000))),
+        (0, 0)
+    );
+    let seq = h.send(
+        1,
+        ApiKey::Produce,
+        9,
+        &produce_req("t", 0, 1, build_batch(&records("b", 2, 1000))),
+    );
+    // Carry out only the append, not the fsync.
+    let (token, op) = h.pending_io.pop_front().unwrap();
+    assert!(matches!(op, gregor_engine::IoOp::Append { .. }));
+    let r = h.disk.run(&op);
+    h.input(gregor_engine::Input::IoDone { token, result: r });
+    assert!(h.responses.get(&(1, seq)).is_none(), "no answer before fsync");
+    let mut h = h.crash_restart();
+    let (_, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
+    assert_eq!((hw, vals.len()), (2, 2));
+}
+
+#[test]
+fn small_segments_roll_and_reads_use_the_index() {
+    let config = BrokerConfig {
+        tail_cache_bytes: 0,
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    assert_eq!(
+        create(
+            &mut h,
+            "s",
+            1,
+            &[("segment.bytes", "2000"), ("index.interval.bytes", "100")]
+        ),
+        0
+    );
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        let recs = records(&format!("r{i}"), 2, 10_000 + i * 10);
+        let (err, base) = produce(&mut h, "s", 0, build_batch(&recs));
+        assert_eq!((err, base), (0, i * 2));
+        expected.push((i * 2, format!("r{i}-0")));
+        expected.push((i * 2 + 1, format!("r{i}-1")));
+    }
+    let logs = h
+        .disk
+        .volatile
+        .keys()
+        .filter(|k| k.starts_with("s-0/") && k.ends_with(".log"))
+        .count();
+    assert!(logs >= 3, "segments rolled: {logs}");
+    for start in [0i64, 1, 37, 64, 119] {
+        let (err, _, vals) = fetch(&mut h, "s", 0, start, 1 << 20);
+        assert_eq!(err, 0);
+        let first = vals
+            .iter()
+            .position(|v| v.0 == start)
+            .expect("the asked offset is returned");
+        assert!(first <= 1);
+        assert_eq!(
+            vals[first..],
+            expected[start as usize..start as usize + vals.len() - first]
+        );
+    }
+    // a tiny max_bytes still returns one whole batch
+    let (_, _, vals) = fetch(&mut h, "s", 0, 50, 1);
+    assert_eq!(vals, expected[50..52]);
+    assert_eq!(list_offset(&mut h, "s", 0, 10_305), (0, 62, 10_310));
+    assert_eq!(list_offset(&mut h, "s", 0, 10_301), (0, 61, 10_301));
+    let mut h = h.crash_restart();
+    let (_, hw, vals) = fetch(&mut h, "s", 0, 99, 1 << 20);
+    assert_eq!(hw, 120);
+    assert_eq!(vals[0], expected[98]);
+}
+
+#[test]
+fn invalid_batches_are_refused_with_kafka_codes() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 1, &[("max.message.bytes", "200")]), 0);
+    let good = build_batch(&records("a", 1, 1));
+    let mut bad_crc = good.to_vec();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    assert_eq!(
+        produce(&mut h, "t", 0, Bytes::from(bad_crc)).0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+    let mut magic1 = good.to_vec();
+    magic1[16] = 1;
+    assert_eq!(
+        produce(&mut h, "t", 0, Bytes::from(magic1)).0,
+        43,
+        "UNSUPPORTED_FOR_MESSAGE_FORMAT"
+    );
+    let big = build_batch(&records(&"x".repeat(300), 1, 1));
+    assert_eq!(produce(&mut h, "t", 0, big).0, 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(
+        produce(&mut h, "nope", 0, good.clone()).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        produce(&mut h, "t", 0, good),
+        (0, 0),
+        "nothing was appended before"
+    );
+}
+
+#[test]
+fn long_poll_waits_for_data_or_timeout() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 1, &[]), 0);
+    let seq = h.send(2, ApiKey::Fetch, 11, &fetch_req("t", 0, 0, 1 << 20, 500));
+    h.settle();
+    assert!(h.take(2, seq, ApiKey::Fetch, 11).is_none(), "waits");
+    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("a", 1, 1))), (0, 0));
+    let Some(ResponseKind::Fetch(r)) = h.take(2, seq, ApiKey::Fetch, 11) else {
+        panic!("answered on new data")
+    };
+    assert!(!r.responses[0].partitions[0].records.as_ref().unwrap().is_empty());
+    let seq = h.send(2, ApiKey::Fetch, 11, &fetch_req("t", 0, 1, 1 << 20, 500));
+    h.advance(499);
+    assert!(h.take(2, seq, ApiKey::Fetch, 11).is_none());
+    h.advance(2);
+    let Some(ResponseKind::Fetch(r)) = h.take(2, seq, ApiKey::Fetch, 11) else {
+        panic!("answered at the deadline")
+    };
+    assert!(r.responses[0].partitions[0].records.as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn metadata_auto_creates_and_delete_removes_data() {
+    let mut h = Harness::new(BrokerConfig {
+        num_partitions: 3,
+        ..BrokerConfig::default()
+    });
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto")))
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let ResponseKind::Metadata(r) = h.call(ApiKey::Metadata, 9, &req) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].error_code, 5, "LEADER_NOT_AVAILABLE while creating");
+    let ResponseKind::Metadata(r) = h.call(ApiKey::Metadata, 9, &req) else {
+        panic!()
+    };
+    assert_eq!((r.topics[0].error_code, r.topics[0].partitions.len()), (0, 3));
+    assert!(h.disk.volatile.keys().any(|k| k.starts_with("auto-2/")));
+    let del = DeleteTopicsRequest::default().with_topic_names(vec![name("auto")]);
+    let ResponseKind::DeleteTopics(r) = h.call(ApiKey::DeleteTopics, 4, &del) else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].error_code, 0);
+    assert!(
+        !h.disk.volatile.keys().any(|k| k.starts_with("auto-")),
+        "data removed"
+    );
+    let ResponseKind::DeleteTopics(r) = h.call(ApiKey::DeleteTopics, 4, &del) else {
+        panic!()
+    };
+    assert_eq!(r.responses[0].error_code, 3);
+    let h = h.crash_restart();
+    assert!(h.engine.high_watermark("auto", 0).is_none());
+}
