@@ -348,3 +348,43 @@ fn metadata_auto_creates_and_delete_removes_data() {
     let h = h.crash_restart();
     assert!(h.engine.high_watermark("auto", 0).is_none());
 }
+
+#[test]
+fn full_disk_fails_produces_then_the_log_rewinds_and_continues_densely() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 1, &[]), 0);
+    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("a", 2, 1))), (0, 0));
+    h.disk.full = true;
+    assert_eq!(
+        produce(&mut h, "t", 0, build_batch(&records("b", 2, 1))).0,
+        56,
+        "KAFKA_STORAGE_ERROR"
+    );
+    h.disk.full = false;
+    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("c", 1, 1))), (0, 2));
+    let (_, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
+    assert_eq!(hw, 3);
+    assert_eq!(
+        vals.iter().map(|v| v.1.as_str()).collect::<Vec<_>>(),
+        vec!["a-0", "a-1", "c-0"]
+    );
+    let mut h = h.crash_restart();
+    assert_eq!(fetch(&mut h, "t", 0, 0, 1 << 20).2.len(), 3);
+}
+
+#[test]
+fn shutdown_waits_for_durability() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 1, &[]), 0);
+    let seq = h.send(
+        1,
+        ApiKey::Produce,
+        9,
+        &produce_req("t", 0, 1, build_batch(&records("a", 1, 1))),
+    );
+    h.input(gregor_engine::Input::Shutdown);
+    assert!(!h.stopped, "not before the fsync");
+    h.settle();
+    assert!(h.stopped);
+    assert!(h.take(1, seq, ApiKey::Produce, 9).is_some());
+}

@@ -15,12 +15,17 @@ pub struct MemDisk {
     pub volatile: BTreeMap<String, Vec<u8>>,
     pub durable: BTreeMap<String, Vec<u8>>,
     pub dirs: BTreeMap<String, ()>,
+    /// When set, appends fail as on a full disk.
+    pub full: bool,
 }
 
 impl MemDisk {
     pub fn run(&mut self, op: &IoOp) -> IoResult {
         match op {
             IoOp::Append { file, position, data } => {
+                if self.full {
+                    return IoResult::Err(IoError::NoSpace);
+                }
                 let f = self.volatile.entry(file.clone()).or_default();
                 let end = *position as usize + data.len();
                 if f.len() < end {
