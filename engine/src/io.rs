@@ -40,7 +40,8 @@ pub enum IoOp {
     Delete { path: String },
     /// Replace `file` atomically with `data`: write a temp file, fsync, rename, fsync dir.
     WriteState { file: String, data: Bytes },
-    /// List a directory (one level): names and sizes, sorted by name.
+    /// List a directory (one level): names and sizes, sorted by name. `dir: ""` lists the
+    /// data directory itself.
     List { dir: String },
 }
 

@@ -27,6 +27,20 @@ pub(crate) struct PendingAdmin {
 
 type TopicError = (i16, String);
 
+/// Most partitions one topic may have: a request for more is refused with
+/// INVALID_PARTITIONS rather than creating millions of directories.
+pub(crate) const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+fn check_partition_count(n: i32) -> Result<i32, TopicError> {
+    if n > PARTITIONS_PER_TOPIC_MAX {
+        return Err((
+            code::INVALID_PARTITIONS,
+            format!("{n} partitions is more than this broker allows per topic ({PARTITIONS_PER_TOPIC_MAX})"),
+        ));
+    }
+    Ok(n)
+}
+
 impl Engine {
     fn admin_wait_or_respond(&mut self, ctx: Ctx, response: ResponseKind, outstanding: usize) -> Option<u64> {
         if outstanding == 0 {
@@ -99,7 +113,7 @@ impl Engine {
         } else {
             match t.num_partitions {
                 -1 => self.config.num_partitions,
-                n if n >= 1 => n,
+                n if n >= 1 => check_partition_count(n)?,
                 n => {
                     return Err((
                         code::INVALID_PARTITIONS,
