@@ -195,7 +195,7 @@ fn unsynced_writes_are_not_acknowledged_and_vanish_on_crash() {
     assert!(matches!(op, gregor_engine::IoOp::Append { .. }));
     let r = h.disk.run(&op);
     h.input(gregor_engine::Input::IoDone { token, result: r });
-    assert!(h.responses.get(&(1, seq)).is_none(), "no answer before fsync");
+    assert!(!h.responses.contains_key(&(1, seq)), "no answer before fsync");
     let mut h = h.crash_restart();
     let (_, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
     assert_eq!((hw, vals.len()), (2, 2));

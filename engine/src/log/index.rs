@@ -134,7 +134,8 @@ impl OffsetIndex {
         bytes: &[u8],
         segment_size_bytes: u64,
     ) -> Result<OffsetIndex, IndexError> {
-        if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+        let entries = bytes.chunks_exact(OFFSET_ENTRY_BYTES);
+        if !entries.remainder().is_empty() {
             return Err(refuse(format!(
                 "offset index of {} bytes is not whole {OFFSET_ENTRY_BYTES}-byte entries",
                 bytes.len()
@@ -142,7 +143,7 @@ impl OffsetIndex {
         }
         let mut index = OffsetIndex::new(base_offset);
         index.entries.reserve_exact(bytes.len() / OFFSET_ENTRY_BYTES);
-        for (slot, entry) in bytes.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
+        for (slot, entry) in entries.enumerate() {
             let relative = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
             let position = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]);
             if base_offset.checked_add(u64::from(relative)).is_none() {
@@ -268,7 +269,8 @@ impl TimeIndex {
         bytes: &[u8],
         last_offset_of_segment: u64,
     ) -> Result<TimeIndex, IndexError> {
-        if bytes.len() % TIME_ENTRY_BYTES != 0 {
+        let entries = bytes.chunks_exact(TIME_ENTRY_BYTES);
+        if !entries.remainder().is_empty() {
             return Err(refuse(format!(
                 "time index of {} bytes is not whole {TIME_ENTRY_BYTES}-byte entries",
                 bytes.len()
@@ -276,7 +278,7 @@ impl TimeIndex {
         }
         let mut index = TimeIndex::new(base_offset);
         index.entries.reserve_exact(bytes.len() / TIME_ENTRY_BYTES);
-        for (slot, entry) in bytes.chunks_exact(TIME_ENTRY_BYTES).enumerate() {
+        for (slot, entry) in entries.enumerate() {
             let mut timestamp = [0u8; 8];
             timestamp.copy_from_slice(&entry[..8]);
             let timestamp_ms = i64::from_be_bytes(timestamp);
@@ -409,7 +411,7 @@ mod tests {
         let index = offset_index(&[(1_010, 100), (1_020, 200), (1_030, 300)]);
         let bytes = index.encode();
         for cut in 1..bytes.len() {
-            if cut % OFFSET_ENTRY_BYTES != 0 {
+            if cut / OFFSET_ENTRY_BYTES * OFFSET_ENTRY_BYTES != cut {
                 assert!(
                     OffsetIndex::decode(BASE, &bytes[..cut], 1_000).is_err(),
                     "cut at {cut}"
@@ -484,7 +486,7 @@ mod tests {
         index.push(200, 1_020);
         let bytes = index.encode();
         for cut in 1..bytes.len() {
-            if cut % TIME_ENTRY_BYTES != 0 {
+            if cut / TIME_ENTRY_BYTES * TIME_ENTRY_BYTES != cut {
                 assert!(
                     TimeIndex::decode(BASE, &bytes[..cut], 2_000).is_err(),
                     "cut at {cut}"

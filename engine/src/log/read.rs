@@ -211,17 +211,23 @@ impl ReadJob {
                 if last < offset || view.max_timestamp() < timestamp_ms {
                     return None;
                 }
-                let found = match batch::decode_records(view) {
-                    Ok(records) => records
-                        .iter()
-                        .find(|r| r.offset >= offset as i64 && r.timestamp_ms >= timestamp_ms)
-                        .map(|r| (r.offset as u64, r.timestamp_ms)),
+                let records = match batch::iter_records(view) {
+                    Ok(records) => records,
                     Err(e) => return Some(ReadStep::Done(ReadOutcome::Failed(e.to_string()))),
                 };
-                match found {
-                    Some(f) => Some(ReadStep::Done(ReadOutcome::Found(Some(f)))),
-                    None => None,
+                for r in records {
+                    match r {
+                        Ok(r) if r.offset >= offset as i64 && r.timestamp_ms >= timestamp_ms => {
+                            return Some(ReadStep::Done(ReadOutcome::Found(Some((
+                                r.offset as u64,
+                                r.timestamp_ms,
+                            )))));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Some(ReadStep::Done(ReadOutcome::Failed(e.to_string()))),
+                    }
                 }
+                None
             }
         }
     }
