@@ -388,3 +388,115 @@ fn shutdown_waits_for_durability() {
     assert!(h.stopped);
     assert!(h.take(1, seq, ApiKey::Produce, 9).is_some());
 }
+
+/// Every advertised version of every API gets an answer (an encoding that fails for some
+/// version would close the connection instead).
+#[test]
+fn every_advertised_version_is_answered() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 1, &[]), 0);
+    assert_eq!(
+        produce(&mut h, "t", 0, build_batch(&records("a", 2, 1000))),
+        (0, 0)
+    );
+    let topic_id = {
+        let ResponseKind::Metadata(m) = h.call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        ) else {
+            panic!()
+        };
+        m.topics[0].topic_id
+    };
+    for &(api, min, max) in gregor_engine::kafka::SUPPORTED_APIS {
+        for v in min..=max {
+            let seq = match api {
+                ApiKey::Produce => h.send(
+                    1,
+                    api,
+                    v,
+                    &produce_req("t", 0, 1, build_batch(&records("v", 1, 5))),
+                ),
+                ApiKey::Fetch => {
+                    let mut r = fetch_req("t", 0, 0, 1 << 20, 0);
+                    if v >= 13 {
+                        r.topics[0].topic_id = topic_id;
+                    }
+                    h.send(1, api, v, &r)
+                }
+                ApiKey::ListOffsets => {
+                    let req = ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![ListOffsetsTopic::default()
+                            .with_name(name("t"))
+                            .with_partitions(vec![ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(-1)])]);
+                    h.send(1, api, v, &req)
+                }
+                ApiKey::Metadata => h.send(1, api, v, &MetadataRequest::default().with_topics(None)),
+                ApiKey::OffsetForLeaderEpoch => {
+                    let req = OffsetForLeaderEpochRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![OffsetForLeaderTopic::default()
+                            .with_topic(name("t"))
+                            .with_partitions(vec![OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_leader_epoch(0)
+                                .with_current_leader_epoch(0)])]);
+                    h.send(1, api, v, &req)
+                }
+                ApiKey::ApiVersions => h.send(1, api, v, &ApiVersionsRequest::default()),
+                ApiKey::CreateTopics => {
+                    let t = CreatableTopic::default()
+                        .with_name(name(&format!("c{v}")))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1);
+                    h.send(1, api, v, &CreateTopicsRequest::default().with_topics(vec![t]))
+                }
+                ApiKey::DeleteTopics => {
+                    let req = if v >= 6 {
+                        DeleteTopicsRequest::default()
+                            .with_topics(vec![DeleteTopicState::default().with_name(Some(name("gone")))])
+                    } else {
+                        DeleteTopicsRequest::default().with_topic_names(vec![name("gone")])
+                    };
+                    h.send(1, api, v, &req)
+                }
+                ApiKey::DescribeConfigs => {
+                    let req = DescribeConfigsRequest::default().with_resources(vec![
+                        DescribeConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("t")),
+                        DescribeConfigsResource::default()
+                            .with_resource_type(4)
+                            .with_resource_name(StrBytes::from_static_str("1")),
+                    ]);
+                    h.send(1, api, v, &req)
+                }
+                ApiKey::CreatePartitions => {
+                    let t = create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(name("t"))
+                        .with_count(1);
+                    h.send(
+                        1,
+                        api,
+                        v,
+                        &CreatePartitionsRequest::default().with_topics(vec![t]),
+                    )
+                }
+                ApiKey::DescribeCluster => h.send(1, api, v, &DescribeClusterRequest::default()),
+                other => panic!("no request built for {other:?}"),
+            };
+            h.settle();
+            assert!(h.closed.is_empty(), "{api:?} v{v} closed the connection");
+            assert!(h.take(1, seq, api, v).is_some(), "{api:?} v{v} answered");
+        }
+    }
+}

@@ -68,7 +68,9 @@ impl Engine {
                         pr.error_code = code::FENCED_LEADER_EPOCH
                     }
                     Some(log) => {
-                        pr.leader_epoch = log.leader_epoch;
+                        if ctx.version >= 4 {
+                            pr.leader_epoch = log.leader_epoch;
+                        }
                         let hw = log.high_watermark();
                         match p.timestamp {
                             LATEST => pr.offset = hw as i64,

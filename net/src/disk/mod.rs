@@ -1,0 +1,141 @@
+//! The disk executor: carries out the engine's [`IoOp`]s on worker threads, off the async
+//! runtime, and reports each completion through a [`Completion`] callback.
+//!
+//! Ordering (engine/src/io.rs): ops with the same `order_key` go to one writer thread, chosen
+//! by hashing the key, so they run and complete in emission order. `Read`s go to a shared
+//! reader pool: the engine only reads bytes whose writes already completed, so reads never
+//! wait behind an fsync. Every failure becomes an `IoResult::Err`; nothing here panics on IO.
+
+mod handles;
+mod ops;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use gregor_engine::{IoError, IoOp, IoResult, Token};
+use tracing::error;
+
+use handles::HandleCache;
+
+/// Receives every completion, on the worker thread that ran the op.
+pub type Completion = Arc<dyn Fn(Token, IoResult) + Send + Sync>;
+
+/// Where and with how many threads the executor runs.
+#[derive(Clone, Debug)]
+pub struct DiskConfig {
+    /// Every op path is relative to this directory.
+    pub root: PathBuf,
+    pub writer_threads: usize,
+    pub reader_threads: usize,
+}
+
+type Job = (Token, IoOp);
+
+/// Handle to the worker threads. Dropping it lets them finish the queued ops and exit.
+pub struct DiskExecutor {
+    writers: Vec<mpsc::Sender<Job>>,
+    readers: mpsc::Sender<Job>,
+}
+
+impl DiskExecutor {
+    /// Starts the threads. Fails only if the OS refuses a thread.
+    pub fn start(config: DiskConfig, done: Completion) -> io::Result<DiskExecutor> {
+        let handles = Arc::new(HandleCache::new(config.root.clone()));
+        let mut writers = Vec::new();
+        for i in 0..config.writer_threads.max(1) {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let ctx = Worker {
+                handles: handles.clone(),
+                done: done.clone(),
+            };
+            thread::Builder::new()
+                .name(format!("gregor-disk-w{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        ctx.run(job);
+                    }
+                })?;
+            writers.push(tx);
+        }
+        let (readers, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..config.reader_threads.max(1) {
+            let rx = rx.clone();
+            let ctx = Worker {
+                handles: handles.clone(),
+                done: done.clone(),
+            };
+            thread::Builder::new()
+                .name(format!("gregor-disk-r{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let rx = rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        rx.recv()
+                    };
+                    match job {
+                        Ok(job) => ctx.run(job),
+                        Err(_) => return,
+                    }
+                })?;
+        }
+        Ok(DiskExecutor { writers, readers })
+    }
+
+    /// Queues `op`; its completion arrives later through the callback. Fails (and no
+    /// completion will come) only if the worker that should run it is gone; the caller then
+    /// reports the returned error as the op's result.
+    pub fn submit(&self, token: Token, op: IoOp) -> Result<(), IoError> {
+        let sent = if matches!(op, IoOp::Read { .. }) {
+            self.readers.send((token, op))
+        } else {
+            let index = writer_for(op.order_key(), self.writers.len());
+            self.writers[index].send((token, op))
+        };
+        sent.map_err(|_| {
+            error!(token, "disk worker thread is gone; failing the op");
+            IoError::Other("disk worker thread is gone".into())
+        })
+    }
+}
+
+/// What a worker thread needs to run an op.
+struct Worker {
+    handles: Arc<HandleCache>,
+    done: Completion,
+}
+
+impl Worker {
+    fn run(&self, (token, op): Job) {
+        let result = ops::execute(&self.handles, op);
+        (self.done)(token, result);
+    }
+}
+
+/// The writer thread that owns `key`: FNV-1a, stable across runs and builds.
+fn writer_for(key: &str, writers: usize) -> usize {
+    debug_assert!(writers > 0);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // The remainder is below `writers`, which is a usize.
+    (hash % writers as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_and_stay_put() {
+        let picks: Vec<usize> = (0..64).map(|p| writer_for(&format!("topic-{p}"), 4)).collect();
+        for w in 0..4 {
+            assert!(picks.contains(&w), "writer {w} never chosen");
+        }
+        assert_eq!(writer_for("topic-7", 4), picks[7]);
+    }
+}

@@ -1,0 +1,234 @@
+//! What each [`IoOp`] means on a real file system (engine/src/io.rs, and the simulator's
+//! disk in sim/src/disk.rs for the corners), and how an OS error maps to an [`IoError`].
+//! Paths are normalized first (`""` is the data directory). Every op that must be durable
+//! on completion fsyncs the file and the directory entries it changed before returning.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write as _};
+use std::os::unix::fs::FileExt as _;
+
+use bytes::Bytes;
+use gregor_engine::{DirEntry, IoError, IoOp, IoResult};
+
+use super::handles::{normalize, parent, HandleCache};
+
+/// `ENOSPC` and `EDQUOT` on Linux: the disk (or quota) is full.
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
+/// Runs one op to completion on the calling thread.
+pub(crate) fn execute(handles: &HandleCache, op: IoOp) -> IoResult {
+    let (what, raw) = describe(&op);
+    let raw = raw.to_string();
+    execute_normalized(handles, op).unwrap_or_else(|e| IoResult::Err(map_error(&e, what, &raw)))
+}
+
+fn execute_normalized(handles: &HandleCache, op: IoOp) -> io::Result<IoResult> {
+    match op {
+        IoOp::Append { file, position, data } => append(handles, &file_path(&file)?, position, &data),
+        IoOp::Sync { file } => {
+            handles.get(&file_path(&file)?)?.sync_data()?;
+            Ok(IoResult::Done)
+        }
+        IoOp::Read { file, position, len } => read(handles, &file_path(&file)?, position, len),
+        IoOp::Truncate { file, len } => truncate(handles, &file_path(&file)?, len),
+        IoOp::CreateFile { file } => create_file(handles, &file_path(&file)?),
+        IoOp::CreateDir { dir } => create_dir(handles, &normalize(&dir)?),
+        IoOp::Rename { from, to } => rename(handles, &file_path(&from)?, &file_path(&to)?),
+        IoOp::Delete { path } => delete(handles, &normalize(&path)?),
+        IoOp::WriteState { file, data } => write_state(handles, &file_path(&file)?, &data),
+        IoOp::List { dir } => list(handles, &normalize(&dir)?),
+    }
+}
+
+/// A normalized path that must name something inside the data directory, not the directory
+/// itself (which no file op can touch: `NotFound`, as in the simulator).
+fn file_path(rel: &str) -> io::Result<String> {
+    let path = normalize(rel)?;
+    if path.is_empty() {
+        return Err(ErrorKind::NotFound.into());
+    }
+    Ok(path)
+}
+
+fn describe(op: &IoOp) -> (&'static str, &str) {
+    match op {
+        IoOp::Append { file, .. } => ("append", file),
+        IoOp::Sync { file } => ("sync", file),
+        IoOp::Read { file, .. } => ("read", file),
+        IoOp::Truncate { file, .. } => ("truncate", file),
+        IoOp::CreateFile { file } => ("create", file),
+        IoOp::CreateDir { dir } => ("create dir", dir),
+        IoOp::Rename { from, .. } => ("rename", from),
+        IoOp::Delete { path } => ("delete", path),
+        IoOp::WriteState { file, .. } => ("write state", file),
+        IoOp::List { dir } => ("list", dir),
+    }
+}
+
+/// ENOENT → `NotFound`, ENOSPC/EDQUOT → `NoSpace`, anything else → `Other` naming op and path.
+pub(crate) fn map_error(e: &io::Error, what: &str, path: &str) -> IoError {
+    if e.kind() == ErrorKind::NotFound {
+        return IoError::NotFound;
+    }
+    if e.kind() == ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT)) {
+        return IoError::NoSpace;
+    }
+    IoError::Other(format!("{what} '{path}': {}", crate::describe_io_error(e)))
+}
+
+fn append(handles: &HandleCache, file: &str, position: u64, data: &[u8]) -> io::Result<IoResult> {
+    handles.get(file)?.write_all_at(data, position)?;
+    Ok(IoResult::Done)
+}
+
+/// Reads up to `len` bytes at `position`: fewer at end of file, none past it.
+fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Result<IoResult> {
+    let f = handles.get(file)?;
+    let size = f.metadata()?.len();
+    let available = size.saturating_sub(position).min(u64::from(len));
+    // `available` is at most `len`, a u32, so it fits a usize on every supported target.
+    let mut buf = vec![0u8; available as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read_at(&mut buf[filled..], position + filled as u64) {
+            Ok(0) => break, // the file shrank under us
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(IoResult::Read(Bytes::from(buf)))
+}
+
+fn truncate(handles: &HandleCache, file: &str, len: u64) -> io::Result<IoResult> {
+    let f = handles.get(file)?;
+    f.set_len(len)?;
+    f.sync_all()?;
+    Ok(IoResult::Done)
+}
+
+fn create_file(handles: &HandleCache, file: &str) -> io::Result<IoResult> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(handles.path(file))?;
+    f.sync_all()?;
+    sync_dir(handles, parent(file))?;
+    handles.put(file, f);
+    Ok(IoResult::Done)
+}
+
+/// Creates `dir` and its missing parents, then fsyncs every directory from its parent up to
+/// the data directory, so each new entry is durable. `""` (the data directory) exists.
+fn create_dir(handles: &HandleCache, dir: &str) -> io::Result<IoResult> {
+    if dir.is_empty() {
+        return Ok(IoResult::Done);
+    }
+    fs::create_dir_all(handles.path(dir))?;
+    let mut current = dir;
+    loop {
+        current = parent(current);
+        sync_dir(handles, current)?;
+        if current.is_empty() {
+            return Ok(IoResult::Done);
+        }
+    }
+}
+
+/// Renames a file or a directory (replacing the target as rename(2) does).
+fn rename(handles: &HandleCache, from: &str, to: &str) -> io::Result<IoResult> {
+    fs::rename(handles.path(from), handles.path(to))?;
+    handles.forget(from);
+    handles.forget(to);
+    sync_dir(handles, parent(to))?;
+    if parent(from) != parent(to) {
+        sync_dir(handles, parent(from))?;
+    }
+    Ok(IoResult::Done)
+}
+
+/// Removes a file or a whole directory; a missing one is already deleted. The data
+/// directory itself is never deleted.
+fn delete(handles: &HandleCache, rel: &str) -> io::Result<IoResult> {
+    if rel.is_empty() {
+        return Err(io::Error::other("refusing to delete the data directory"));
+    }
+    let path = handles.path(rel);
+    let removed = match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+        Ok(_) => fs::remove_file(&path),
+        Err(e) => Err(e),
+    };
+    handles.forget(rel);
+    match removed {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(IoResult::Done),
+        Err(e) => return Err(e),
+    }
+    sync_dir(handles, parent(rel))?;
+    Ok(IoResult::Done)
+}
+
+/// Replaces `file` atomically: write `file.tmp`, fsync it, rename it over `file`, fsync dir.
+fn write_state(handles: &HandleCache, file: &str, data: &[u8]) -> io::Result<IoResult> {
+    let tmp_rel = format!("{file}.tmp");
+    let tmp = handles.path(&tmp_rel);
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, handles.path(file))?;
+    handles.forget(file);
+    handles.forget(&tmp_rel);
+    sync_dir(handles, parent(file))?;
+    Ok(IoResult::Done)
+}
+
+/// One level of `dir`, sorted by name; directories have size 0 (as in the simulator).
+/// Entries that vanish while listing are left out.
+fn list(handles: &HandleCache, dir: &str) -> io::Result<IoResult> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(handles.path(dir))? {
+        let entry = entry?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        entries.push(DirEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            size_bytes: if meta.is_dir() { 0 } else { meta.len() },
+            is_dir: meta.is_dir(),
+        });
+    }
+    entries.sort();
+    Ok(IoResult::List(entries))
+}
+
+fn sync_dir(handles: &HandleCache, dir: &str) -> io::Result<()> {
+    File::open(handles.path(dir))?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_map_to_io_errors() {
+        let e = io::Error::from_raw_os_error(ENOSPC);
+        assert_eq!(map_error(&e, "append", "p/f"), IoError::NoSpace);
+        let e = io::Error::from_raw_os_error(EDQUOT);
+        assert_eq!(map_error(&e, "append", "p/f"), IoError::NoSpace);
+        let e = io::Error::from_raw_os_error(2);
+        assert_eq!(map_error(&e, "read", "p/f"), IoError::NotFound);
+        let e = io::Error::from_raw_os_error(5);
+        assert_eq!(
+            map_error(&e, "sync", "p/f"),
+            IoError::Other("sync 'p/f': input/output error".into())
+        );
+    }
+}
