@@ -5,6 +5,7 @@
 //! to it over channels. Bind with [`Shell::bind`] (a busy port fails before anything else),
 //! then [`Shell::run`] until the engine stops.
 
+pub mod alloc;
 mod conn;
 pub mod disk;
 mod driver;

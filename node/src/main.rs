@@ -14,6 +14,10 @@ use gregor_engine::Engine;
 use gregor_net::{Shell, ShellConfig, ShellError};
 use rand::RngCore as _;
 use tracing::{info, warn};
+
+/// Keeps a hostile frame's huge array counts from aborting the broker (see `gregor_net::alloc`).
+#[global_allocator]
+static ALLOC: gregor_net::alloc::GuardedAlloc = gregor_net::alloc::GuardedAlloc;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::Args;
