@@ -270,16 +270,19 @@ impl<'a> Reader<'a> {
         Reader { bytes, position: 0 }
     }
 
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.position
     }
 
+    #[inline]
     fn byte(&mut self) -> Result<u8, BatchError> {
         let byte = *self.bytes.get(self.position).ok_or_else(|| truncated("a byte"))?;
         self.position += 1;
         Ok(byte)
     }
 
+    #[inline]
     fn bytes(&mut self, length: usize) -> Result<&'a [u8], BatchError> {
         if length > self.remaining() {
             return Err(truncated("a length-prefixed field"));
@@ -290,6 +293,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A field whose negative length means null.
+    #[inline]
     fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
         let length = self.varint()?;
         match usize::try_from(length) {
@@ -299,6 +303,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A zigzag varint of at most 5 bytes (bits beyond 32 are dropped, as Kafka does).
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<i32, BatchError> {
         let mut raw: u32 = 0;
         for index in 0..5 {
@@ -314,6 +319,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A zigzag varlong of at most 10 bytes.
+    #[inline]
     pub(crate) fn varlong(&mut self) -> Result<i64, BatchError> {
         let mut raw: u64 = 0;
         for index in 0..10 {

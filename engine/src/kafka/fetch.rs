@@ -276,17 +276,23 @@ impl Engine {
                 size += b.len();
                 kept += 1;
             }
-            let mut records = BytesMut::with_capacity(size);
-            for b in part.batches.drain(..).take(kept) {
-                records.extend_from_slice(&b);
-            }
+            part.batches.truncate(kept);
+            let records = if part.batches.len() == 1 {
+                part.batches.pop().unwrap_or_default()
+            } else {
+                let mut records = BytesMut::with_capacity(size);
+                for b in part.batches.drain(..) {
+                    records.extend_from_slice(&b);
+                }
+                records.freeze()
+            };
             let pd = PartitionData::default()
                 .with_partition_index(part.partition)
                 .with_error_code(part.error)
                 .with_high_watermark(part.high_watermark)
                 .with_last_stable_offset(part.high_watermark)
                 .with_log_start_offset(part.log_start)
-                .with_records(Some(records.freeze()));
+                .with_records(Some(records));
             responses[part.topic].partitions.push(pd);
         }
         let response = FetchResponse::default()

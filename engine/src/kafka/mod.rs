@@ -169,6 +169,13 @@ pub(crate) fn to_uuid(id: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(id)
 }
 
+fn body_size(body: &ResponseKind, version: i16) -> usize {
+    match body {
+        ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Encodes a response frame: header then body.
 pub(crate) fn encode_response(
     api: ApiKey,
@@ -181,8 +188,10 @@ pub(crate) fn encode_response(
     } else {
         api.response_header_version(version)
     };
-    let mut buf = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    // Sized up front: a fetch answer can be megabytes, and regrowing copies it again.
+    let size = header.compute_size(header_version).unwrap_or(0) + body_size(body, version);
+    let mut buf = BytesMut::with_capacity(size);
     if let Err(e) = header.encode(&mut buf, header_version) {
         tracing::error!(error = %e, "encoding a response header");
         return None;
