@@ -36,6 +36,7 @@ pub enum PartIo {
     },
     Sync {
         covers_end: u64,
+        covers_position: u64,
     },
     CreateSegment {
         base: u64,
@@ -87,6 +88,8 @@ pub struct PartitionLog {
     emitted_end: u64,
     written_end: u64,
     durable_end: u64,
+    /// Byte position of `durable_end` in the active segment: readers never read past it.
+    durable_position: u64,
     inflight: u32,
     sync_in_flight: bool,
     /// Base offset of the segment being created, while a roll is under way.
@@ -110,6 +113,7 @@ impl PartitionLog {
     ) -> Self {
         assert!(!segments.is_empty(), "a log has an active segment");
         let leo = segments.last().map_or(0, |s| s.next_offset);
+        let durable_position = segments.last().map_or(0, |s| s.size_bytes);
         let log_start_offset = segments.first().map_or(0, |s| s.base_offset);
         let segments: BTreeMap<u64, Segment> = segments.into_iter().map(|s| (s.base_offset, s)).collect();
         PartitionLog {
@@ -123,6 +127,7 @@ impl PartitionLog {
             emitted_end: leo,
             written_end: leo,
             durable_end: leo,
+            durable_position,
             inflight: 0,
             sync_in_flight: false,
             roll_at: None,
@@ -280,16 +285,13 @@ impl PartitionLog {
         }
         self.sync_in_flight = true;
         self.inflight += 1;
-        let file = self.active().file.clone();
-        q.submit(
-            IoOp::Sync { file },
-            IoTag::Log(
-                self.id,
-                PartIo::Sync {
-                    covers_end: self.emitted_end,
-                },
-            ),
-        );
+        let active = self.active();
+        let (file, covers_position) = (active.file.clone(), active.size_bytes);
+        let tag = PartIo::Sync {
+            covers_end: self.emitted_end,
+            covers_position,
+        };
+        q.submit(IoOp::Sync { file }, IoTag::Log(self.id, tag));
     }
 
     /// A roll proceeds once every offset before the new segment is durable.
@@ -327,6 +329,7 @@ impl PartitionLog {
             IoTag::Log(self.id, PartIo::CreateSegment { base: roll_at }),
         );
         self.segments.insert(roll_at, new);
+        self.durable_position = 0;
         tracing::info!(dir = %self.dir, base_offset = roll_at, "segment rolled");
     }
 
@@ -365,15 +368,22 @@ impl PartitionLog {
                     ev.advanced = true;
                 }
             }
-            PartIo::Sync { covers_end } => {
+            PartIo::Sync {
+                covers_end,
+                covers_position,
+            } => {
                 self.sync_in_flight = false;
                 if failed {
                     ev.fatal = Some("fsync failed");
                     return ev;
                 }
-                let cap = self.broken.map_or(covers_end, |b| b.offset.min(covers_end));
+                let (cap, position) = match self.broken {
+                    Some(b) if b.offset < covers_end => (b.offset, b.position),
+                    _ => (covers_end, covers_position),
+                };
                 if cap > self.durable_end {
                     self.durable_end = cap;
+                    self.durable_position = position;
                     ev.advanced = true;
                 }
             }
@@ -438,10 +448,11 @@ impl PartitionLog {
                 .segments
                 .get(&b.segment)
                 .map_or_else(|| self.active().file.clone(), |s| s.file.clone());
-            q.submit(
-                IoOp::Sync { file },
-                IoTag::Log(self.id, PartIo::Sync { covers_end: b.offset }),
-            );
+            let tag = PartIo::Sync {
+                covers_end: b.offset,
+                covers_position: b.position,
+            };
+            q.submit(IoOp::Sync { file }, IoTag::Log(self.id, tag));
             return;
         }
         assert_eq!(self.durable_end, b.offset);
@@ -467,6 +478,7 @@ impl PartitionLog {
                 len: b.position,
             }
         };
+        self.durable_position = self.active().size_bytes;
         self.repairing = true;
         self.inflight += 1;
         q.submit(op, IoTag::Log(self.id, PartIo::Repair));
@@ -474,6 +486,17 @@ impl PartitionLog {
 
     fn first_base(&self) -> u64 {
         self.segments.keys().next().copied().unwrap_or(0)
+    }
+
+    /// Bytes of the segment based at `base` that are durable and so safe to read: all of a
+    /// closed segment, up to the high watermark's position in the active one.
+    pub fn readable_bytes(&self, base: u64) -> u64 {
+        let active = self.active();
+        match self.segments.get(&base) {
+            Some(seg) if seg.base_offset == active.base_offset => self.durable_position.min(seg.size_bytes),
+            Some(seg) => seg.size_bytes,
+            None => 0,
+        }
     }
 
     /// The segment holding `offset` (the last one with base <= offset).

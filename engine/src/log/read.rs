@@ -95,15 +95,19 @@ impl ReadJob {
             );
         };
         let position = index_lookup(seg, offset, index_off_by_one);
-        job.enter(seg, position);
+        job.enter(seg, log.readable_bytes(seg.base_offset), position);
+        if job.position >= job.segment_size {
+            let step = job.done();
+            return (job, step);
+        }
         let step = job.next_read(None);
         (job, step)
     }
 
-    fn enter(&mut self, seg: &Segment, position: u64) {
+    fn enter(&mut self, seg: &Segment, readable_bytes: u64, position: u64) {
         self.segment = seg.base_offset;
         self.file = seg.file.clone();
-        self.segment_size = seg.size_bytes;
+        self.segment_size = readable_bytes;
         self.position = position;
     }
 
@@ -141,6 +145,13 @@ impl ReadJob {
 
     /// Feeds the bytes of the last `Read`; returns the next step.
     pub fn on_read(&mut self, log: &PartitionLog, bytes: Bytes) -> ReadStep {
+        if bytes.is_empty() {
+            // Nothing where durable bytes should be: the segment changed under us.
+            return ReadStep::Done(ReadOutcome::Failed(format!(
+                "{} ends before {}",
+                self.file, self.position
+            )));
+        }
         let mut scan = batch::scan(&bytes);
         for (pos, view) in scan.by_ref() {
             if view.base_offset() < 0 || view.base_offset() as u64 >= self.end {
@@ -183,8 +194,8 @@ impl ReadJob {
             return self.next_read(None);
         }
         match log.segment_after(self.segment) {
-            Some(next) if next.size_bytes > 0 => {
-                self.enter(next, 0);
+            Some(next) if log.readable_bytes(next.base_offset) > 0 => {
+                self.enter(next, log.readable_bytes(next.base_offset), 0);
                 self.next_read(None)
             }
             _ => self.done(),

@@ -1,0 +1,387 @@
+//! Per-seed options (swarm testing): from the run seed alone, each run decides the cluster
+//! shape, the workload, which fault kinds are on and how often they strike. Every concern
+//! draws from its own RNG derived from the seed ([`rng_for`]), so adding a fault kind or a
+//! client does not reshuffle the choices of the others.
+
+use std::fmt;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::disk::CrashModel;
+use crate::trace::derive_seed;
+
+/// The RNG for one concern of one run.
+pub fn rng_for(seed: u64, concern: &str) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(derive_seed(seed, concern))
+}
+
+/// A planted engine bug the run switches on (only effective with the `planted-bugs` feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Planted {
+    AckBeforeFsync,
+    SkipRecoveryCrc,
+    IndexOffByOne,
+}
+
+impl Planted {
+    pub const ALL: [Planted; 3] = [
+        Planted::AckBeforeFsync,
+        Planted::SkipRecoveryCrc,
+        Planted::IndexOffByOne,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Planted::AckBeforeFsync => "ack-before-fsync",
+            Planted::SkipRecoveryCrc => "skip-recovery-crc",
+            Planted::IndexOffByOne => "index-off-by-one",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Planted> {
+        Planted::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// What the command line fixes for every seed of an invocation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunSettings {
+    /// Length of the safety phase (faults on) in simulated ms; `None` = the seed chooses.
+    pub safety_ms: Option<u64>,
+    /// Engine steps after which the safety phase ends early.
+    pub steps_max: Option<u64>,
+    /// Planted bugs to switch on.
+    pub planted: Vec<Planted>,
+    /// Turn every fault kind off (for a healthy baseline).
+    pub no_faults: bool,
+    /// Print every engine step and fault to stderr (does not change the run).
+    pub verbose: bool,
+}
+
+impl RunSettings {
+    /// The command-line flags that reproduce these settings (seed excluded).
+    pub fn to_flags(&self) -> String {
+        let mut f = String::new();
+        if let Some(ms) = self.safety_ms {
+            f.push_str(&format!(" --time-limit-ms {ms}"));
+        }
+        if let Some(n) = self.steps_max {
+            f.push_str(&format!(" --steps {n}"));
+        }
+        for p in &self.planted {
+            f.push_str(&format!(" --planted {}", p.name()));
+        }
+        if self.no_faults {
+            f.push_str(" --no-faults");
+        }
+        f
+    }
+}
+
+/// Crashes (power loss) and restarts of the node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrashFault {
+    /// Mean time between crashes (exponentially distributed gaps).
+    pub interval_ms_mean: u64,
+    /// The node comes back after a uniform delay up to this.
+    pub restart_ms_max: u64,
+    /// Probability that a "crash" is a graceful Shutdown (then power loss after Stopped).
+    pub graceful_p: f64,
+    /// What survives of unsynced writes.
+    pub model: CrashModel,
+}
+
+/// Windows during which appends fail with NoSpace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskFullFault {
+    pub interval_ms_mean: u64,
+    pub duration_ms_max: u64,
+}
+
+/// Jumps of the node's wall clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClockSkewFault {
+    pub interval_ms_mean: u64,
+    pub jump_ms_max: i64,
+}
+
+/// Occasional very slow IO ops.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlowIoFault {
+    pub p: f64,
+    pub extra_ms_max: u64,
+}
+
+/// Which fault kinds are on, and how often they strike.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    pub crash: Option<CrashFault>,
+    /// Probability that one Sync fails (the engine must then stop with Fatal).
+    pub fsync_error_p: Option<f64>,
+    pub disk_full: Option<DiskFullFault>,
+    pub clock_skew: Option<ClockSkewFault>,
+    pub slow_io: Option<SlowIoFault>,
+    /// Probability per client request that the client drops its connection right after
+    /// sending (the engine sees ConnectionClosed with the request in flight).
+    pub client_disconnect_p: Option<f64>,
+}
+
+/// Everything a seed chose.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwarmOptions {
+    pub seed: u64,
+    pub partitions: i32,
+    /// Topic config `segment.bytes` (small, so segments roll often).
+    pub segment_bytes: u64,
+    /// Topic config `index.interval.bytes` (small, so indexes have many entries).
+    pub index_interval_bytes: u32,
+    pub producers: usize,
+    pub consumers: usize,
+    /// Relative weights of acks 0, 1 and -1 for each produce.
+    pub acks_weights: [u32; 3],
+    pub records_per_batch_max: usize,
+    pub value_bytes_max: usize,
+    /// Probability that a produced batch is compressed (codec chosen uniformly).
+    pub compression_p: f64,
+    /// Client think time between operations, uniform in `0..=think_ms_max`.
+    pub think_ms_max: u64,
+    /// IO latency, uniform in this range.
+    pub io_latency_ms: (u64, u64),
+    /// One-way client <-> node latency, uniform in this range.
+    pub net_latency_ms: (u64, u64),
+    /// Length of the safety phase (faults on).
+    pub safety_ms: u64,
+    /// Crash and restart once more after healing, before the final read.
+    pub final_crash: bool,
+    pub faults: Faults,
+}
+
+impl SwarmOptions {
+    /// The options `seed` chooses, with command-line overrides applied.
+    pub fn choose(seed: u64, settings: &RunSettings) -> SwarmOptions {
+        let mut rng = rng_for(seed, "swarm/shape");
+        let partitions = rng.gen_range(1..=3);
+        let segment_bytes = [1024u64, 2048, 4096, 16384][rng.gen_range(0..4)];
+        let index_interval_bytes = [1u32, 100, 100, 300][rng.gen_range(0..4)];
+        let producers = rng.gen_range(1..=4);
+        let consumers = rng.gen_range(1..=3);
+        let acks_weights = [rng.gen_range(0..=2), rng.gen_range(1..=4), rng.gen_range(1..=4)];
+        let records_per_batch_max = [1usize, 3, 8][rng.gen_range(0..3)];
+        let value_bytes_max = [16usize, 64, 200][rng.gen_range(0..3)];
+        let compression_p = [0.0, 0.0, 0.3][rng_for(seed, "swarm/compression").gen_range(0..3)];
+        let think_ms_max = [0u64, 5, 20, 50][rng.gen_range(0..4)];
+        let io_hi = [1u64, 3, 10][rng.gen_range(0..3)];
+        let net_hi = [1u64, 2, 5][rng.gen_range(0..3)];
+        // Drawn even when overridden, so an override does not shift the draws after it.
+        let safety_ms_drawn = rng.gen_range(2_000..=5_000);
+        let safety_ms = settings.safety_ms.unwrap_or(safety_ms_drawn);
+        let final_crash = rng.gen_bool(0.5);
+        let faults = if settings.no_faults {
+            Faults::default()
+        } else {
+            choose_faults(seed)
+        };
+        SwarmOptions {
+            seed,
+            partitions,
+            segment_bytes,
+            index_interval_bytes,
+            producers,
+            consumers,
+            acks_weights,
+            records_per_batch_max,
+            value_bytes_max,
+            compression_p,
+            think_ms_max,
+            io_latency_ms: (0, io_hi),
+            net_latency_ms: (0, net_hi),
+            safety_ms,
+            final_crash: final_crash && !settings.no_faults,
+            faults,
+        }
+    }
+}
+
+fn choose_faults(seed: u64) -> Faults {
+    // One RNG per fault kind: whether it is on, then its rates.
+    let mut f = Faults::default();
+    let mut r = rng_for(seed, "swarm/crash");
+    if r.gen_bool(0.7) {
+        f.crash = Some(CrashFault {
+            interval_ms_mean: [200u64, 500, 1500][r.gen_range(0..3)],
+            restart_ms_max: [1u64, 50, 300][r.gen_range(0..3)],
+            graceful_p: [0.0, 0.1, 0.3][r.gen_range(0..3)],
+            model: CrashModel {
+                lose_all_p: [0.0, 0.3, 0.7][r.gen_range(0..3)],
+                tear_p: [0.0, 0.5, 1.0][r.gen_range(0..3)],
+                bit_flip_p: if r.gen_bool(0.5) {
+                    [0.2, 1.0][r.gen_range(0..2)]
+                } else {
+                    0.0
+                },
+            },
+        });
+    }
+    let mut r = rng_for(seed, "swarm/fsync");
+    if r.gen_bool(0.3) {
+        f.fsync_error_p = Some([0.001, 0.01, 0.05][r.gen_range(0..3)]);
+    }
+    let mut r = rng_for(seed, "swarm/full");
+    if r.gen_bool(0.3) {
+        f.disk_full = Some(DiskFullFault {
+            interval_ms_mean: [300u64, 1000][r.gen_range(0..2)],
+            duration_ms_max: [20u64, 200, 1000][r.gen_range(0..3)],
+        });
+    }
+    let mut r = rng_for(seed, "swarm/clock");
+    if r.gen_bool(0.4) {
+        f.clock_skew = Some(ClockSkewFault {
+            interval_ms_mean: [100u64, 1000][r.gen_range(0..2)],
+            jump_ms_max: [1_000i64, 60_000, 86_400_000][r.gen_range(0..3)],
+        });
+    }
+    let mut r = rng_for(seed, "swarm/slow-io");
+    if r.gen_bool(0.3) {
+        f.slow_io = Some(SlowIoFault {
+            p: [0.01, 0.1][r.gen_range(0..2)],
+            extra_ms_max: [50u64, 500][r.gen_range(0..2)],
+        });
+    }
+    let mut r = rng_for(seed, "swarm/client-disconnect");
+    if r.gen_bool(0.3) {
+        f.client_disconnect_p = Some([0.01, 0.05][r.gen_range(0..2)]);
+    }
+    f
+}
+
+impl fmt::Display for SwarmOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed={} partitions={} segment.bytes={} index.interval.bytes={} producers={} consumers={} \
+             acks[0,1,all]={:?} records/batch<={} value_bytes<={} compression_p={} think_ms<={} io_ms={}..={} net_ms={}..={} \
+             safety_ms={} final_crash={} faults: {}",
+            self.seed,
+            self.partitions,
+            self.segment_bytes,
+            self.index_interval_bytes,
+            self.producers,
+            self.consumers,
+            self.acks_weights,
+            self.records_per_batch_max,
+            self.value_bytes_max,
+            self.compression_p,
+            self.think_ms_max,
+            self.io_latency_ms.0,
+            self.io_latency_ms.1,
+            self.net_latency_ms.0,
+            self.net_latency_ms.1,
+            self.safety_ms,
+            self.final_crash,
+            self.faults
+        )
+    }
+}
+
+impl fmt::Display for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(c) = &self.crash {
+            parts.push(format!(
+                "crash(every~{}ms restart<={}ms graceful={} lose_all={} tear={} bit_flip={})",
+                c.interval_ms_mean,
+                c.restart_ms_max,
+                c.graceful_p,
+                c.model.lose_all_p,
+                c.model.tear_p,
+                c.model.bit_flip_p
+            ));
+        }
+        if let Some(p) = self.fsync_error_p {
+            parts.push(format!("fsync_error(p={p})"));
+        }
+        if let Some(d) = &self.disk_full {
+            parts.push(format!(
+                "disk_full(every~{}ms for<={}ms)",
+                d.interval_ms_mean, d.duration_ms_max
+            ));
+        }
+        if let Some(c) = &self.clock_skew {
+            parts.push(format!(
+                "clock_skew(every~{}ms jump<=±{}ms)",
+                c.interval_ms_mean, c.jump_ms_max
+            ));
+        }
+        if let Some(s) = &self.slow_io {
+            parts.push(format!("slow_io(p={} extra<={}ms)", s.p, s.extra_ms_max));
+        }
+        if let Some(p) = self.client_disconnect_p {
+            parts.push(format!("client_disconnect(p={p})"));
+        }
+        if parts.is_empty() {
+            write!(f, "none")
+        } else {
+            write!(f, "{}", parts.join(" "))
+        }
+    }
+}
+
+/// An exponentially distributed gap with the given mean, at least 1 ms.
+pub fn exp_gap_ms(rng: &mut ChaCha8Rng, mean_ms: u64) -> u64 {
+    let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+    ((-u.ln()) * mean_ms as f64).max(1.0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_a_function_of_the_seed() {
+        let s = RunSettings::default();
+        assert_eq!(SwarmOptions::choose(5, &s), SwarmOptions::choose(5, &s));
+        let distinct: std::collections::BTreeSet<String> = (0..20)
+            .map(|seed| SwarmOptions::choose(seed, &s).faults.to_string())
+            .collect();
+        assert!(distinct.len() > 5, "seeds should choose different fault mixes");
+    }
+
+    #[test]
+    fn overriding_the_time_limit_changes_nothing_else() {
+        let default = SwarmOptions::choose(11, &RunSettings::default());
+        let limited = SwarmOptions::choose(
+            11,
+            &RunSettings {
+                safety_ms: Some(123),
+                ..RunSettings::default()
+            },
+        );
+        assert_eq!(limited.safety_ms, 123);
+        assert_eq!(
+            SwarmOptions {
+                safety_ms: default.safety_ms,
+                ..limited
+            },
+            default
+        );
+    }
+
+    #[test]
+    fn no_faults_turns_everything_off() {
+        let s = RunSettings {
+            no_faults: true,
+            ..RunSettings::default()
+        };
+        let o = SwarmOptions::choose(9, &s);
+        assert_eq!(o.faults, Faults::default());
+        assert!(!o.final_crash);
+    }
+
+    #[test]
+    fn planted_names_round_trip() {
+        for p in Planted::ALL {
+            assert_eq!(Planted::parse(p.name()), Some(p));
+        }
+    }
+}
