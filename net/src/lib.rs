@@ -55,6 +55,8 @@ pub struct ShellConfig {
     /// How long a graceful stop may wait for the engine's `Stopped` before giving up.
     pub shutdown_timeout_ms: u64,
     /// Threads that run ordered (non-read) IO ops, each owning a share of the ordering keys.
+    /// Many, because each partition's fsync blocks its thread for milliseconds, and fsyncs
+    /// issued together let the file system commit them in one journal transaction.
     pub disk_writer_threads: usize,
     /// Threads that run `Read` ops.
     pub disk_reader_threads: usize,
@@ -72,7 +74,7 @@ impl ShellConfig {
             connections_max_idle_ms: 600_000,
             connections_max: 10_000,
             shutdown_timeout_ms: 30_000,
-            disk_writer_threads: 4,
+            disk_writer_threads: 16,
             disk_reader_threads: 4,
             announce: true,
         }
