@@ -492,6 +492,15 @@ fn every_advertised_version_is_answered() {
                     )
                 }
                 ApiKey::DescribeCluster => h.send(1, api, v, &DescribeClusterRequest::default()),
+                ApiKey::FindCoordinator => {
+                    let req = if v >= 4 {
+                        FindCoordinatorRequest::default()
+                            .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+                    } else {
+                        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+                    };
+                    h.send(1, api, v, &req)
+                }
                 other => panic!("no request built for {other:?}"),
             };
             h.settle();

@@ -1,7 +1,7 @@
 //! Request frames → typed requests. Checks the API key and version against what we serve
 //! before decoding the body, so no unsupported request reaches a handler.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
@@ -38,8 +38,6 @@ pub enum DecodeError {
         version: i16,
         reason: String,
     },
-    #[error("{0} bytes left after the request body")]
-    Trailing(usize),
 }
 
 /// Decodes one frame (header + body, without the size prefix).
@@ -68,9 +66,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         version,
         reason: e.to_string(),
     })?;
-    if frame.has_remaining() && api != ApiKey::ApiVersions {
-        return Err(DecodeError::Trailing(frame.remaining()));
-    }
+    // Bytes after the body are ignored, as Kafka does (librdkafka sends some for Metadata).
     Ok(Request {
         api,
         version,

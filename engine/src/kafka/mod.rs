@@ -8,6 +8,7 @@
 
 mod admin;
 mod configs;
+mod coordinator;
 mod decode;
 mod fetch;
 mod list_offsets;
@@ -34,6 +35,7 @@ pub mod code {
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
@@ -68,6 +70,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
 ];
 
 /// The version range we serve for `key`, if we serve it.
@@ -263,6 +266,10 @@ impl Engine {
             R::CreateTopics(r) => self.handle_create_topics(ctx, r),
             R::DeleteTopics(r) => self.handle_delete_topics(ctx, r),
             R::CreatePartitions(r) => self.handle_create_partitions(ctx, r),
+            R::FindCoordinator(r) => {
+                let body = self.handle_find_coordinator(&ctx, r);
+                self.respond(&ctx, body);
+            }
             R::DescribeConfigs(r) => {
                 let body = self.handle_describe_configs(r);
                 self.respond(&ctx, body);

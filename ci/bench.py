@@ -1,0 +1,662 @@
+#!/usr/bin/env python3
+"""Side-by-side broker benchmark: Gregor (release, data on disk, fsync per acked batch)
+and Tansu (in memory), driven by librdkafka through confluent-kafka.
+
+Measures produce throughput (1 and 8 partitions x 100 B and 1 KiB records x acks=1 and
+acks=all), consume throughput, synchronous produce latency (one record at a time, p50/p99),
+broker CPU time per record (utime+stime from /proc/<pid>/stat), and the machine's own
+limits: loopback bandwidth, fsync'd sequential write throughput, and the client's ceiling
+(how fast this Python loop can hand records to librdkafka with no broker at all), so a
+reader can tell a broker limit from a client or machine limit.
+
+Run through ci/bench.sh; prints a markdown table and writes bench-results/bench-<date>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_LINE = re.compile(r"^gregor listening on ")
+MiB = 1024 * 1024
+
+
+# ----------------------------------------------------------------------------- brokers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BrokerProc:
+    """A broker process we started; killed on exit whatever happens."""
+
+    live: list["BrokerProc"] = []
+
+    def __init__(self, name: str, cmd: list[str], port: int, ready_line: bool, log: Path):
+        self.name = name
+        self.port = port
+        self.log = log
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log, "wb"),
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        BrokerProc.live.append(self)
+        deadline = time.monotonic() + 30
+        if ready_line:
+            got = threading.Event()
+
+            def pump():
+                for raw in self.proc.stdout:
+                    if READY_LINE.match(raw.decode(errors="replace")):
+                        got.set()
+            threading.Thread(target=pump, daemon=True).start()
+            while not got.wait(0.05):
+                self._check_alive(deadline)
+        else:
+            threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+            while not self._port_open():
+                self._check_alive(deadline)
+                time.sleep(0.05)
+
+    def _check_alive(self, deadline: float):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{self.name} not ready after 30 s; see {self.log}")
+
+    def _port_open(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cpu_s(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(10)
+        if self in BrokerProc.live:
+            BrokerProc.live.remove(self)
+
+    @classmethod
+    def stop_all(cls):
+        for b in list(cls.live):
+            b.stop()
+
+
+def start_gregor(binary: Path, data_root: Path, logs: Path) -> BrokerProc:
+    port = free_port()
+    data = Path(tempfile.mkdtemp(prefix="gregor-bench-", dir=data_root))
+    return BrokerProc("gregor", [str(binary), "--listen", f"127.0.0.1:{port}", "--data-dir",
+                                 str(data)], port, True, logs / "gregor.log")
+
+
+def start_tansu(binary: Path, logs: Path) -> BrokerProc:
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    return BrokerProc("tansu", [str(binary), "broker", "--listener-url", url,
+                                "--advertised-listener-url", url, "--storage-engine",
+                                "memory://tansu/"], port, False, logs / "tansu.log")
+
+
+# ----------------------------------------------------------------------------- clients
+
+def client_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int):
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
+        topic].result(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        t = a.list_topics(topic=topic, timeout=10).topics.get(topic)
+        if t and t.error is None and len(t.partitions) == partitions and all(
+                p.leader >= 0 for p in t.partitions.values()):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {topic} not ready")
+
+
+def producer_conf(bootstrap: str, acks: str) -> dict:
+    return {
+        "bootstrap.servers": bootstrap,
+        "acks": acks,
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "batch.num.messages": 100_000,
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "compression.type": "none",
+        "enable.idempotence": False,
+        "delivery.report.only.error": True,
+        "message.timeout.ms": 60_000,
+    }
+
+
+class Errors:
+    def __init__(self):
+        self.count = 0
+        self.first = None
+
+    def __call__(self, err, _msg):
+        if err is not None:
+            self.count += 1
+            self.first = self.first or str(err)
+
+
+def produce_run(bootstrap: str, topic: str, partitions: int, size: int, acks: str,
+                duration_s: float, broker: BrokerProc | None) -> dict:
+    errors = Errors()
+    p = Producer(dict(producer_conf(bootstrap, acks), on_delivery=errors))
+    payload = os.urandom(size)
+    # Warm up: metadata, connections.
+    p.produce(topic, payload, partition=0)
+    p.flush(30)
+    produce, poll = p.produce, p.poll
+    n = 0
+    cpu0, bcpu0 = client_cpu_s(), broker.cpu_s() if broker else 0.0
+    t0 = time.perf_counter()
+    stop_at = t0 + duration_s
+    while True:
+        for _ in range(1000):
+            try:
+                produce(topic, payload, partition=n % partitions)
+            except BufferError:
+                poll(0.005)
+                continue
+            n += 1
+        poll(0)
+        if time.perf_counter() >= stop_at:
+            break
+    left = p.flush(120)
+    elapsed = time.perf_counter() - t0
+    cpu1, bcpu1 = client_cpu_s(), broker.cpu_s() if broker else 0.0
+    ok = n - errors.count - left
+    return {"records": ok, "errors": errors.count + left, "first_error": errors.first,
+            "elapsed_s": elapsed, "rps": ok / elapsed, "mbps": ok * size / elapsed / MiB,
+            "broker_us": (bcpu1 - bcpu0) / max(ok, 1) * 1e6,
+            "client_cpu_pct": (cpu1 - cpu0) / elapsed * 100}
+
+
+def consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: int,
+                broker: BrokerProc, timeout_s: float = 120) -> dict:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-assign-only",
+                  "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
+                  "max.partition.fetch.bytes": 10_485_760, "fetch.wait.max.ms": 100,
+                  "queued.min.messages": 200_000, "enable.partition.eof": False})
+    c.assign([TopicPartition(topic, i, -2) for i in range(partitions)])
+    n = 0
+    cpu0, bcpu0 = client_cpu_s(), broker.cpu_s()
+    t0 = time.perf_counter()
+    last_t = t0
+    deadline = t0 + timeout_s
+    idle_since = time.perf_counter()
+    while n < expect and time.perf_counter() < deadline:
+        msgs = c.consume(num_messages=10_000, timeout=0.2)
+        got = 0
+        for m in msgs:
+            if m.error() is None:
+                got += 1
+        if got:
+            n += got
+            last_t = time.perf_counter()
+            idle_since = last_t
+        elif time.perf_counter() - idle_since > 10:
+            break
+    elapsed = last_t - t0
+    cpu1, bcpu1 = client_cpu_s(), broker.cpu_s()
+    c.close()
+    return {"records": n, "expected": expect, "elapsed_s": elapsed,
+            "rps": n / elapsed if elapsed else 0.0, "mbps": n * size / elapsed / MiB if elapsed else 0,
+            "broker_us": (bcpu1 - bcpu0) / max(n, 1) * 1e6,
+            "client_cpu_pct": (cpu1 - cpu0) / max(elapsed, 1e-9) * 100}
+
+
+def latency_run(bootstrap: str, topic: str, acks: str, count: int, cap_s: float) -> dict:
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 0,
+                  "enable.idempotence": False})
+    payload = os.urandom(100)
+    samples = []
+    done = []
+    cb = lambda err, _m: done.append(err)  # noqa: E731
+    p.produce(topic, payload, partition=0, on_delivery=cb)
+    p.flush(30)
+    done.clear()
+    stop_at = time.perf_counter() + cap_s
+    while len(samples) < count and time.perf_counter() < stop_at:
+        t0 = time.perf_counter()
+        p.produce(topic, payload, partition=0, on_delivery=cb)
+        while not done:
+            p.poll(1.0)
+        samples.append(time.perf_counter() - t0)
+        err = done.pop()
+        if err is not None:
+            raise RuntimeError(f"latency produce failed: {err}")
+    return summarize_latency(samples)
+
+
+class RustClient:
+    """ci/bench-client (rdkafka crate, BaseProducer/BaseConsumer) as a subprocess; its CPU
+    time comes from RUSAGE_CHILDREN."""
+
+    def __init__(self, binary: Path):
+        self.binary = binary
+
+    def _run(self, *argv) -> tuple[dict, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run([str(self.binary), *map(str, argv)], capture_output=True, text=True,
+                             timeout=600)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench-client {argv[0]} failed: {out.stderr[-2000:]}")
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return json.loads(out.stdout.strip().splitlines()[-1]), cpu
+
+    def produce(self, bootstrap, topic, partitions, size, acks, seconds, broker):
+        bcpu0 = broker.cpu_s()
+        r, cpu = self._run("produce", bootstrap, topic, partitions, size, acks, seconds)
+        bcpu1 = broker.cpu_s()
+        ok, elapsed = r["records"], r["elapsed_s"]
+        return {"records": ok, "errors": r["sent"] - ok, "first_error": None if r["errors"] == 0
+                else "see bench-client stderr", "elapsed_s": elapsed, "rps": ok / elapsed,
+                "mbps": ok * size / elapsed / MiB, "broker_us": (bcpu1 - bcpu0) / max(ok, 1) * 1e6,
+                "client_cpu_pct": cpu / elapsed * 100}
+
+    def consume(self, bootstrap, topic, partitions, size, expect, broker, timeout_s=120):
+        bcpu0 = broker.cpu_s()
+        r, cpu = self._run("consume", bootstrap, topic, partitions, expect, timeout_s)
+        bcpu1 = broker.cpu_s()
+        n, elapsed = r["records"], max(r["elapsed_s"], 1e-9)
+        return {"records": n, "expected": expect, "elapsed_s": elapsed, "rps": n / elapsed,
+                "mbps": r["bytes"] / elapsed / MiB, "broker_us": (bcpu1 - bcpu0) / max(n, 1) * 1e6,
+                "client_cpu_pct": cpu / elapsed * 100}
+
+    def latency(self, bootstrap, topic, acks, count, cap_s):
+        # rdkafka's BaseProducer::poll waits out its whole timeout, which would quantise
+        # round trips; confluent-kafka's poll() returns on the delivery report itself.
+        return latency_run(bootstrap, topic, acks, count, cap_s)
+
+    def ceiling(self, size, seconds=3.0):
+        r, _ = self._run("ceiling", size, seconds)
+        return r["records"] / r["elapsed_s"]
+
+
+class PythonClient:
+    """confluent-kafka in this process: a tight produce() loop."""
+
+    def produce(self, bootstrap, topic, partitions, size, acks, seconds, broker):
+        return produce_run(bootstrap, topic, partitions, size, acks, seconds, broker)
+
+    def consume(self, bootstrap, topic, partitions, size, expect, broker, timeout_s=120):
+        return consume_run(bootstrap, topic, partitions, size, expect, broker, timeout_s)
+
+    def latency(self, bootstrap, topic, acks, count, cap_s):
+        return latency_run(bootstrap, topic, acks, count, cap_s)
+
+    def ceiling(self, size, seconds=3.0):
+        return client_ceiling(size, seconds)
+
+
+def summarize_latency(samples: list[float]) -> dict:
+    samples = sorted(samples)
+    q = lambda f: samples[min(len(samples) - 1, int(f * len(samples)))] * 1e3  # noqa: E731
+    return {"n": len(samples), "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": samples[-1] * 1e3,
+            "mean_ms": statistics.fmean(samples) * 1e3}
+
+
+# ----------------------------------------------------------------------------- machine
+
+def loopback_gbps(seconds: float = 2.0) -> float:
+    """Bytes per second through one loopback TCP connection (threads; send/recv drop the GIL)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    total = [0]
+
+    def sink():
+        conn, _ = srv.accept()
+        buf = bytearray(4 * MiB)
+        view = memoryview(buf)
+        while True:
+            k = conn.recv_into(view)
+            if not k:
+                break
+            total[0] += k
+        conn.close()
+
+    t = threading.Thread(target=sink, daemon=True)
+    t.start()
+    cli = socket.create_connection(srv.getsockname())
+    chunk = b"\0" * (4 * MiB)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        cli.sendall(chunk)
+    cli.close()
+    t.join(10)
+    elapsed = time.perf_counter() - t0
+    srv.close()
+    return total[0] / elapsed / 1e9
+
+
+def fsync_write(directory: Path) -> dict:
+    """Sequential 64 KiB writes, each made durable before the next (fio --fsync=1 or dd dsync)."""
+    size_mib = 64
+    if shutil.which("fio"):
+        out = subprocess.run(
+            ["fio", "--name=seqsync", f"--directory={directory}", "--rw=write", "--bs=64k",
+             f"--size={size_mib}m", "--fsync=1", "--ioengine=sync", "--output-format=json"],
+            capture_output=True, text=True, check=True).stdout
+        job = json.loads(out)["jobs"][0]["write"]
+        mbps = job["bw_bytes"] / MiB
+        tool = "fio --rw=write --bs=64k --fsync=1"
+    else:
+        path = directory / "dd-dsync.bin"
+        out = subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=64k",
+                              f"count={size_mib * 16}", "oflag=dsync"],
+                             capture_output=True, text=True, check=True).stderr
+        secs = float(re.search(r"copied, ([\d.]+) s", out).group(1))
+        mbps = size_mib / secs
+        tool = "dd bs=64k oflag=dsync"
+    for f in directory.glob("seqsync*"):
+        f.unlink()
+    (directory / "dd-dsync.bin").unlink(missing_ok=True)
+    return {"mbps": mbps, "syncs_per_s": mbps * 16, "tool": tool}
+
+
+def client_ceiling(size: int, seconds: float = 3.0) -> float:
+    """Records/s this Python loop hands to librdkafka when no broker exists (enqueue only)."""
+    port = free_port()  # nothing listens there
+    p = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "linger.ms": 5,
+                  "queue.buffering.max.messages": 10_000_000,
+                  "queue.buffering.max.kbytes": 2_097_151, "message.timeout.ms": 300_000,
+                  "log_level": 0})
+    payload = os.urandom(size)
+    produce = p.produce
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(1000):
+            produce("ceiling", payload, partition=n & 7)
+            n += 1
+    rate = n / (time.perf_counter() - t0)
+    p.purge()
+    return rate
+
+
+def fs_type(path: Path) -> str:
+    try:
+        out = subprocess.run(["df", "-T", str(path)], capture_output=True, text=True).stdout
+        return out.splitlines()[1].split()[1]
+    except Exception:  # noqa: BLE001 - informational only
+        return "?"
+
+
+# ----------------------------------------------------------------------------- main
+
+def bench_broker(broker: BrokerProc, args, results: list, note):
+    for partitions in (1, 8):
+        for size in (100, 1024):
+            produced = 0
+            topic_for_consume = None
+            for acks in ("1", "all"):
+                topic = f"bench-p{partitions}-s{size}-a{acks}"
+                create_topic(broker.bootstrap, topic, partitions)
+                note(f"{broker.name}: produce {partitions}p x {size} B, acks={acks}")
+                r = args.client.produce(broker.bootstrap, topic, partitions, size, acks, args.seconds,
+                                         broker)
+                r.update(kind="produce", broker=broker.name, partitions=partitions, size=size,
+                         acks=acks)
+                results.append(r)
+                note(f"  {r['rps']:,.0f} rec/s, {r['mbps']:.1f} MiB/s, "
+                     f"broker {r['broker_us']:.2f} us/rec, client CPU {r['client_cpu_pct']:.0f}%"
+                     + (f", {r['errors']} errors ({r['first_error']})" if r["errors"] else ""))
+                if acks == "1":
+                    produced, topic_for_consume = r["records"] + 1, topic
+            note(f"{broker.name}: consume {partitions}p x {size} B ({produced:,} records)")
+            r = args.client.consume(broker.bootstrap, topic_for_consume, partitions, size, produced,
+                                   broker)
+            r.update(kind="consume", broker=broker.name, partitions=partitions, size=size)
+            results.append(r)
+            note(f"  {r['rps']:,.0f} rec/s, {r['mbps']:.1f} MiB/s, got {r['records']:,}/{produced:,}")
+    for acks in ("1", "all"):
+        topic = f"bench-latency-a{acks}"
+        create_topic(broker.bootstrap, topic, 1)
+        note(f"{broker.name}: latency acks={acks}")
+        r = args.client.latency(broker.bootstrap, topic, acks, args.latency_count, args.seconds * 2)
+        r.update(kind="latency", broker=broker.name, acks=acks)
+        results.append(r)
+        note(f"  p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms over {r['n']}")
+    results.append({"kind": "rss", "broker": broker.name, "rss_mib": broker.rss_mib()})
+
+
+def broker_pct(r: dict) -> float:
+    """Broker CPU as a percentage of one core during the row."""
+    return r["broker_us"] * r["rps"] / 1e4
+
+
+def render(results: list, machine: dict, args) -> str:
+    brokers = [b for b in ("gregor", "tansu") if any(r.get("broker") == b for r in results)]
+    lines = [f"# Broker benchmark, {machine['date']}", "",
+             f"Machine: {machine['cores']} cores, {machine['kernel']}, Python {machine['python']}, "
+             f"load average (1 min) {machine['load_start']:.2f} at the start and "
+             f"{machine['load_end']:.2f} at the end (anything above ~0.1 is someone else's work "
+             "competing for the cores), "
+             f"librdkafka {machine['librdkafka']} (confluent-kafka {machine['confluent']}).",
+             f"Gregor: {machine['gregor_version']}, data dir on {machine['data_fs']} "
+             f"({machine['data_root']}), fsync before every acknowledgement. "
+             f"Tansu: {machine['tansu_version']}, storage memory:// (no disk at all).",
+             (f"Client: ci/bench-client (Rust, rdkafka crate = librdkafka {machine['librdkafka_rust']}, "
+              "BaseProducer/BaseConsumer), one process per row" if args.client_name == "rust" else
+              "Client: one Python process (confluent-kafka), tight produce() loop")
+             + f"; linger.ms=5, no compression, {args.seconds:g} s per produce row, records "
+               "spread round-robin over the partitions.", "",
+             "## Machine limits", "",
+             "| what | value |", "|---|---|",
+             f"| loopback TCP, one connection | {machine['loopback_gbps']:.2f} GB/s |",
+             f"| fsync'd sequential write, 64 KiB blocks ({machine['fsync']['tool']}) | "
+             f"{machine['fsync']['mbps']:.1f} MiB/s = {machine['fsync']['syncs_per_s']:.0f} fsyncs/s |",
+             f"| {args.client_name} client ceiling, 100 B (enqueue only, no broker) | {machine['ceiling_100']:,.0f} rec/s |",
+             f"| {args.client_name} client ceiling, 1 KiB (enqueue only, no broker) | {machine['ceiling_1k']:,.0f} rec/s |",
+             f"| python (confluent-kafka) client ceiling, 100 B, for comparison | {machine['ceiling_py_100']:,.0f} rec/s |",
+             "", "## Produce throughput", "",
+             "| partitions | record | acks | " + " | ".join(
+                 f"{b} rec/s | {b} MiB/s | {b} CPU µs/rec | {b} CPU | client CPU" for b in brokers)
+             + " |",
+             "|---|---|---|" + "---|---|---|---|---|" * len(brokers)]
+
+    def find(**kw):
+        for r in results:
+            if all(r.get(k) == v for k, v in kw.items()):
+                return r
+        return None
+
+    for partitions in (1, 8):
+        for size in (100, 1024):
+            for acks in ("1", "all"):
+                cells = []
+                for b in brokers:
+                    r = find(kind="produce", broker=b, partitions=partitions, size=size, acks=acks)
+                    if r is None:
+                        cells.append("– | – | – | – | –")
+                        continue
+                    err = f" ({r['errors']} err)" if r["errors"] else ""
+                    cells.append(f"{r['rps']:,.0f}{err} | {r['mbps']:.1f} | {r['broker_us']:.2f} | "
+                                 f"{broker_pct(r):.0f}% | {r['client_cpu_pct']:.0f}%")
+                lines.append(f"| {partitions} | {size} B | {acks} | " + " | ".join(cells) + " |")
+    lines += ["", "## Consume throughput (from the beginning, assign, all partitions)", "",
+              "| partitions | record | " + " | ".join(
+                  f"{b} rec/s | {b} MiB/s | {b} CPU µs/rec | {b} CPU | client CPU | {b} read/expected"
+                  for b in brokers) + " |",
+              "|---|---|" + "---|---|---|---|---|---|" * len(brokers)]
+    for partitions in (1, 8):
+        for size in (100, 1024):
+            cells = []
+            for b in brokers:
+                r = find(kind="consume", broker=b, partitions=partitions, size=size)
+                cells.append("– | – | – | – | – | –" if r is None else
+                             f"{r['rps']:,.0f} | {r['mbps']:.1f} | {r['broker_us']:.2f} | "
+                             f"{broker_pct(r):.0f}% | {r['client_cpu_pct']:.0f}% | "
+                             f"{r['records']:,}/{r['expected']:,}")
+            lines.append(f"| {partitions} | {size} B | " + " | ".join(cells) + " |")
+    lines += ["", "## Synchronous produce latency (100 B, one record in flight, confluent-kafka "
+              "produce() then poll() until its delivery report, linger.ms=0)", "",
+              "| acks | " + " | ".join(f"{b} p50 ms | {b} p99 ms | {b} max ms" for b in brokers) + " |",
+              "|---|" + "---|---|---|" * len(brokers)]
+    for acks in ("1", "all"):
+        cells = []
+        for b in brokers:
+            r = find(kind="latency", broker=b, acks=acks)
+            cells.append("– | – | –" if r is None else
+                         f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.2f}")
+        lines.append(f"| {acks} | " + " | ".join(cells) + " |")
+    rss = [f"{r['broker']} {r['rss_mib']:.0f} MiB" for r in results if r["kind"] == "rss"]
+    lines += ["", f"Peak broker RSS: {', '.join(rss)}.", ""]
+    lines += ["CPU columns are CPU time over wall time (100% = one core busy): the broker's from "
+              "/proc/<pid>/stat, the client's (its loop plus librdkafka's threads) from rusage. "
+              "Broker and client share the machine's cores: a row whose broker + client CPU is "
+              "near 100% x cores is machine-bound; a row where neither is near a core's worth is "
+              "bound by waiting (fsync, round trips, fetch sizing).", ""]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="only re-render the table of an earlier run's .json, then exit")
+    ap.add_argument("--gregor-bin", type=Path)
+    ap.add_argument("--tansu-bin", type=Path)
+    ap.add_argument("--data-root", type=Path, default=Path("/var/tmp"))
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each produce row")
+    ap.add_argument("--latency-count", type=int, default=3000)
+    ap.add_argument("--only", choices=["gregor", "tansu"])
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "bench-results")
+    ap.add_argument("--rust-client", type=Path,
+                    help="ci/bench-client binary; without it the Python client drives the load")
+    args = ap.parse_args()
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        args.seconds = saved.get("seconds", 5.0)
+        args.client_name = saved.get("client", "rust" if saved["machine"].get("librdkafka_rust")
+                                     else "python")
+        print(render(saved["results"], saved["machine"], args))
+        return
+    if args.gregor_bin is None:
+        ap.error("--gregor-bin is required")
+    args.client_name = "rust" if args.rust_client else "python"
+    args.client = RustClient(args.rust_client) if args.rust_client else PythonClient()
+
+    def note(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: (BrokerProc.stop_all(), sys.exit(130)))
+
+    import confluent_kafka
+    args.data_root.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    machine = {
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+        "librdkafka": confluent_kafka.libversion()[0], "librdkafka_rust": subprocess.run(
+            [str(args.rust_client), "version"], capture_output=True, text=True).stdout.strip()
+        if args.rust_client else None, "confluent": confluent_kafka.__version__,
+        "data_root": str(args.data_root), "data_fs": fs_type(args.data_root),
+        "gregor_version": subprocess.run([str(args.gregor_bin), "--version"], capture_output=True,
+                                         text=True).stdout.strip(),
+        "tansu_version": subprocess.run([str(args.tansu_bin), "--version"], capture_output=True,
+                                        text=True).stdout.strip() if args.tansu_bin else "not run",
+    }
+    note("machine limits: loopback, fsync'd writes, client ceiling")
+    machine["loopback_gbps"] = loopback_gbps()
+    fsync_dir = Path(tempfile.mkdtemp(prefix="fsync-", dir=args.data_root))
+    machine["fsync"] = fsync_write(fsync_dir)
+    shutil.rmtree(fsync_dir, ignore_errors=True)
+    machine["ceiling_100"] = args.client.ceiling(100)
+    machine["ceiling_1k"] = args.client.ceiling(1024)
+    machine["ceiling_py_100"] = client_ceiling(100) if args.rust_client else machine["ceiling_100"]
+    note(f"  loopback {machine['loopback_gbps']:.2f} GB/s, fsync'd 64 KiB writes "
+         f"{machine['fsync']['mbps']:.1f} MiB/s, client ceiling {machine['ceiling_100']:,.0f} rec/s")
+
+    machine["load_start"] = os.getloadavg()[0]
+    if machine["load_start"] > 0.5:
+        note(f"warning: load average {machine['load_start']:.2f}: other work will skew the numbers")
+    results: list = []
+    try:
+        if args.only in (None, "gregor"):
+            b = start_gregor(args.gregor_bin, args.data_root, logs)
+            try:
+                bench_broker(b, args, results, note)
+            finally:
+                b.stop()
+                data = [Path(a) for a in b.proc.args if "gregor-bench-" in str(a)]
+                for d in data:
+                    shutil.rmtree(d, ignore_errors=True)
+        if args.only in (None, "tansu") and args.tansu_bin:
+            b = start_tansu(args.tansu_bin, logs)
+            try:
+                bench_broker(b, args, results, note)
+            finally:
+                b.stop()
+    finally:
+        BrokerProc.stop_all()
+
+    machine["load_end"] = os.getloadavg()[0]
+    table = render(results, machine, args)
+    print(table)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"bench-{dt.datetime.now().strftime('%Y-%m-%d-%H%M')}.md"
+    out.write_text(table)
+    (out.with_suffix(".json")).write_text(json.dumps({"machine": machine, "results": results,
+                                                      "seconds": args.seconds,
+                                                      "client": args.client_name},
+                                                     indent=1, default=str))
+    note(f"wrote {out} (and .json); broker logs in {logs}")
+
+
+if __name__ == "__main__":
+    main()
