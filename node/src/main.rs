@@ -41,6 +41,7 @@ pub enum NodeError {
 }
 
 fn main() -> ExitCode {
+    gregor_net::alloc::tune_system_allocator();
     let args = Args::parse();
     init_logging();
     match run(args) {
