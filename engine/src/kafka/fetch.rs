@@ -191,7 +191,12 @@ impl Engine {
                 return;
             };
             f.gathering = true;
-            let budget = f.max_bytes;
+            // The response's byte budget is handed out in partition order, as Kafka fills a
+            // response; a partition read from disk is charged its whole limit up front (its
+            // read runs in parallel with the others), so later partitions are not read at all
+            // once the budget is spent, rather than read and thrown away.
+            let mut budget = f.max_bytes;
+            let mut first = true;
             for (slot, part) in f.parts.iter_mut().enumerate() {
                 if part.error != code::NONE {
                     continue;
@@ -206,13 +211,22 @@ impl Engine {
                 if part.offset >= hw {
                     continue;
                 }
-                let limit = part.max_bytes.min(budget.max(1));
+                if budget == 0 && !first {
+                    continue;
+                }
+                // The first partition with data gets at least one batch, whatever the limits.
+                let limit = part.max_bytes.min(budget).max(1);
+                first = false;
                 match log.tail.read(part.offset, hw, limit) {
                     Some((batches, n)) => {
                         part.batches = batches;
                         part.size_bytes = n;
+                        budget = budget.saturating_sub(n);
                     }
-                    None => reads.push((log.id, slot, part.offset, hw, limit)),
+                    None => {
+                        reads.push((log.id, slot, part.offset, hw, limit));
+                        budget = budget.saturating_sub(limit);
+                    }
                 }
             }
             f.reading = reads.len();
