@@ -3,7 +3,12 @@
 //!
 //! Invariants: a job never returns a batch at or above the high watermark it was started
 //! with; every returned batch is a complete stored batch (a slice of the bytes read); each
-//! step moves the read position forward, so a job ends.
+//! step moves the read position forward, so a job ends; no read goes past the durable
+//! position of a segment (bytes beyond it may still be in flight).
+//!
+//! Departure from DESIGN.md: fetches are served from bytes read through `Read` ops (or from
+//! the tail cache), not as file slices for sendfile. The simulator then exercises exactly
+//! the path production uses; sendfile can come later behind the same `ReadOutcome`.
 
 use bytes::Bytes;
 
