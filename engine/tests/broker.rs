@@ -509,3 +509,52 @@ fn every_advertised_version_is_answered() {
         }
     }
 }
+
+#[test]
+fn one_produce_request_many_partitions_with_per_partition_errors() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "t", 2, &[]), 0);
+    let good = build_batch(&records("a", 2, 1));
+    let mut bad = good.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let part = |i: i32, b: Bytes| {
+        PartitionProduceData::default()
+            .with_index(i)
+            .with_records(Some(b))
+    };
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name("t"))
+                .with_partition_data(vec![
+                    part(0, good.clone()),
+                    part(1, Bytes::from(bad)),
+                    part(7, good.clone()),
+                ]),
+            TopicProduceData::default()
+                .with_name(name("missing"))
+                .with_partition_data(vec![part(0, good)]),
+        ]);
+    let ResponseKind::Produce(r) = h.call(ApiKey::Produce, 9, &req) else {
+        panic!()
+    };
+    let codes: Vec<(i16, i64)> = r
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses
+                .iter()
+                .map(|p| (p.error_code, p.base_offset))
+        })
+        .collect();
+    assert_eq!(codes, vec![(0, 0), (2, -1), (3, -1), (3, -1)]);
+    assert_eq!(fetch(&mut h, "t", 0, 0, 1 << 20).2.len(), 2);
+    assert_eq!(
+        fetch(&mut h, "t", 1, 0, 1 << 20).1,
+        0,
+        "nothing appended to the partition that failed"
+    );
+}
