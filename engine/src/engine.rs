@@ -54,10 +54,6 @@ impl IoQueue {
             .remove(&token)
             .unwrap_or_else(|| panic!("IoDone for unknown token {token}"))
     }
-
-    pub(crate) fn outstanding(&self) -> usize {
-        self.tags.len()
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,11 +279,11 @@ impl Engine {
                 for (topic, p) in partitions {
                     self.start_recovery(topic, p, Some(op));
                 }
-                self.kafka_admin_progress(op);
+                self.admin_progress(op);
             }
             MetaWriteThen::DeleteDirs { op, dirs } => {
                 if dirs.is_empty() {
-                    self.kafka_admin_progress(op);
+                    self.admin_progress(op);
                     return;
                 }
                 self.deletions.insert(op, dirs.len());
@@ -377,7 +373,7 @@ impl Engine {
                     self.partitions.insert((topic, partition), id);
                 }
                 if let Some(op) = op {
-                    self.kafka_admin_progress(op);
+                    self.admin_progress(op);
                 }
                 self.maybe_ready();
             }
@@ -413,7 +409,7 @@ impl Engine {
                 *left -= 1;
                 if *left == 0 {
                     self.deletions.remove(&op);
-                    self.kafka_admin_progress(op);
+                    self.admin_progress(op);
                 }
             }
             IoTag::Cleanup => {
@@ -486,13 +482,13 @@ impl Engine {
     pub(crate) fn create_topic(
         &mut self,
         name: &str,
+        id: u128,
         partitions: i32,
         configs: BTreeMap<String, String>,
         op: u64,
     ) {
         assert!(partitions >= 1);
         assert!(!self.meta.topics.contains_key(name));
-        let id = self.random_u128();
         self.meta.topics.insert(
             name.to_string(),
             TopicMeta {
@@ -553,16 +549,6 @@ impl Engine {
 
     pub(crate) fn on_connection_closed(&mut self, conn: ConnId) {
         self.kafka.forget_connection(conn);
-    }
-
-    /// Outstanding IO ops (for tests and the simulator).
-    pub fn outstanding_io(&self) -> usize {
-        self.q.outstanding()
-    }
-
-    /// A snapshot of a log's stored batches is not kept here; the simulator reads its disk.
-    pub fn is_running(&self) -> bool {
-        self.lifecycle == Lifecycle::Running
     }
 }
 

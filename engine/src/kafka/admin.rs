@@ -191,7 +191,9 @@ impl Engine {
                             .collect(),
                     );
                     if !req.validate_only {
-                        to_create.push((results.len(), name, partitions, configs));
+                        let id = self.random_u128();
+                        r.topic_id = to_uuid(id);
+                        to_create.push((name, id, partitions, configs));
                     }
                 }
                 Err((error, message)) => {
@@ -202,37 +204,10 @@ impl Engine {
             results.push(r);
         }
         let outstanding: usize = to_create.iter().map(|(_, _, p, _)| 1 + *p as usize).sum();
-        let mut response = CreateTopicsResponse::default().with_topics(results);
-        // Topic ids are drawn as the topics are created, so fill them in as we go.
-        let ids: Vec<(usize, String)> = to_create.iter().map(|(i, n, _, _)| (*i, n.clone())).collect();
-        let create_now: Vec<(String, i32, BTreeMap<String, String>)> =
-            to_create.into_iter().map(|(_, n, p, c)| (n, p, c)).collect();
-        let op = if outstanding > 0 {
-            Some(self.park(
-                ctx,
-                PendingBody::Admin(PendingAdmin {
-                    response: ResponseKind::CreateTopics(CreateTopicsResponse::default()),
-                    outstanding,
-                }),
-            ))
-        } else {
-            None
-        };
-        for (name, partitions, configs) in create_now {
-            self.create_topic(&name, partitions, configs, op.unwrap_or(0));
-        }
-        for (i, name) in ids {
-            if let Some(id) = self.topic_id(&name) {
-                response.topics[i].topic_id = to_uuid(id);
-            }
-        }
-        match op {
-            Some(op) => {
-                if let Some(PendingBody::Admin(a)) = self.kafka.requests.get_mut(&op).map(|p| &mut p.body) {
-                    a.response = ResponseKind::CreateTopics(response);
-                }
-            }
-            None => self.respond(&ctx, ResponseKind::CreateTopics(response)),
+        let response = ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results));
+        let op = self.admin_wait_or_respond(ctx, response, outstanding);
+        for (name, id, partitions, configs) in to_create {
+            self.create_topic(&name, id, partitions, configs, op.unwrap_or(0));
         }
     }
 

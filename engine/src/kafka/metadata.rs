@@ -118,7 +118,8 @@ impl Engine {
         );
         let partitions = self.config.num_partitions;
         // Nobody waits for the creation: the client retries Metadata until it is ready.
-        self.create_topic(name, partitions, BTreeMap::new(), 0);
+        let id = self.random_u128();
+        self.create_topic(name, id, partitions, BTreeMap::new(), 0);
         error(code::LEADER_NOT_AVAILABLE)
     }
 

@@ -378,10 +378,6 @@ impl Engine {
         }
     }
 
-    pub(crate) fn kafka_admin_progress(&mut self, op: u64) {
-        self.admin_progress(op);
-    }
-
     pub(crate) fn on_tick(&mut self) {
         let now = self.now.mono_ms;
         let due: Vec<u64> = self
