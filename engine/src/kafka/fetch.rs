@@ -161,10 +161,10 @@ impl Engine {
             };
             let hw = log.high_watermark();
             if part.offset < hw {
-                available += match log.tail.read(part.offset, hw, part.max_bytes) {
-                    Some((_, n)) => n,
-                    None => part.max_bytes.max(1),
-                };
+                available += log
+                    .tail
+                    .readable_bytes(part.offset, hw, part.max_bytes)
+                    .unwrap_or(part.max_bytes.max(1));
             }
         }
         let ready = error || f.expired || available >= f.min_bytes.max(1);

@@ -56,21 +56,39 @@ impl TailCache {
     /// watermark) and after `max_bytes` (but at least one batch). `None` when `offset` is
     /// older than the cache: the caller reads from disk.
     pub fn read(&self, offset: u64, end: u64, max_bytes: usize) -> Option<(Vec<Bytes>, usize)> {
+        let (start, count, total) = self.span(offset, end, max_bytes)?;
+        let out = self
+            .batches
+            .iter()
+            .skip(start)
+            .take(count)
+            .map(|(_, _, b)| b.clone())
+            .collect();
+        Some((out, total))
+    }
+
+    /// The bytes [`TailCache::read`] would return, without collecting them.
+    pub fn readable_bytes(&self, offset: u64, end: u64, max_bytes: usize) -> Option<usize> {
+        self.span(offset, end, max_bytes).map(|(_, _, total)| total)
+    }
+
+    /// Which cached batches a read takes: (first index, how many, their total bytes).
+    fn span(&self, offset: u64, end: u64, max_bytes: usize) -> Option<(usize, usize, usize)> {
         let &(first_base, _, _) = self.batches.front()?;
         if offset < first_base {
             return None;
         }
         let start = self.batches.partition_point(|&(_, last, _)| last < offset);
-        let mut out = Vec::new();
+        let mut count = 0usize;
         let mut total = 0usize;
         for (base, _, b) in self.batches.iter().skip(start) {
-            if *base >= end || (!out.is_empty() && total + b.len() > max_bytes) {
+            if *base >= end || (count > 0 && total + b.len() > max_bytes) {
                 break;
             }
             total += b.len();
-            out.push(b.clone());
+            count += 1;
         }
-        Some((out, total))
+        Some((start, count, total))
     }
 }
 
@@ -96,6 +114,8 @@ mod tests {
         assert_eq!(c.read(0, 11, 1).unwrap().0.len(), 1);
         // at the end: nothing, but served from cache
         assert_eq!(c.read(11, 11, 1000).unwrap().0.len(), 0);
+        assert_eq!(c.readable_bytes(6, 11, 1000), Some(200));
+        assert_eq!(c.readable_bytes(0, 11, 1), Some(100));
     }
 
     #[test]
