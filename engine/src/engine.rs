@@ -28,6 +28,7 @@ pub(crate) enum IoTag {
     MetaWrite(u64),
     RootList,
     Cleanup,
+    /// One directory of a topic deletion, keyed by the metadata write that removed the topic.
     DeleteDir(u64),
 }
 
@@ -101,8 +102,9 @@ pub struct Engine {
     recoveries: BTreeMap<LogId, (Recovery, String, i32, Option<u64>)>,
     meta_writes: BTreeMap<u64, MetaWriteThen>,
     next_meta_write: u64,
-    /// Directory deletions in flight: op → remaining count.
-    deletions: BTreeMap<u64, usize>,
+    /// Directory deletions in flight, one entry per deleted topic (a request may delete
+    /// several): metadata write id → (admin op, directories left).
+    deletions: BTreeMap<u64, (u64, usize)>,
     reads: BTreeMap<u64, (ReadJob, LogId, ReadOwner)>,
     next_read: u64,
     pub(crate) kafka: KafkaState,
@@ -286,9 +288,9 @@ impl Engine {
                     self.admin_progress(op);
                     return;
                 }
-                self.deletions.insert(op, dirs.len());
+                self.deletions.insert(id, (op, dirs.len()));
                 for dir in dirs {
-                    self.q.submit(IoOp::Delete { path: dir }, IoTag::DeleteDir(op));
+                    self.q.submit(IoOp::Delete { path: dir }, IoTag::DeleteDir(id));
                 }
             }
         }
@@ -401,14 +403,15 @@ impl Engine {
             IoTag::MetaRead => self.on_meta_read(result),
             IoTag::MetaWrite(id) => self.on_meta_written(id, result),
             IoTag::RootList => self.on_root_listed(result),
-            IoTag::DeleteDir(op) => {
+            IoTag::DeleteDir(id) => {
                 if let IoResult::Err(e) = &result {
                     tracing::warn!(error = %e, "removing a deleted topic's data failed");
                 }
-                let left = self.deletions.get_mut(&op).expect("a pending deletion");
+                let (op, left) = self.deletions.get_mut(&id).expect("a pending deletion");
+                let op = *op;
                 *left -= 1;
                 if *left == 0 {
-                    self.deletions.remove(&op);
+                    self.deletions.remove(&id);
                     self.admin_progress(op);
                 }
             }

@@ -349,6 +349,32 @@ fn metadata_auto_creates_and_delete_removes_data() {
     assert!(h.engine.high_watermark("auto", 0).is_none());
 }
 
+/// Found by ci/bench.sh: a request deleting two topics crashed the broker (the second topic's
+/// directory deletions overwrote the first's count).
+#[test]
+fn one_request_deletes_several_topics() {
+    let mut h = Harness::new(BrokerConfig::default());
+    for t in ["x", "y"] {
+        assert_eq!(create(&mut h, t, 2, &[]), 0);
+        assert_eq!(produce(&mut h, t, 1, build_batch(&records(t, 2, 5))), (0, 0));
+    }
+    let del = DeleteTopicsRequest::default().with_topic_names(vec![name("x"), name("nope"), name("y")]);
+    let ResponseKind::DeleteTopics(r) = h.call(ApiKey::DeleteTopics, 4, &del) else {
+        panic!()
+    };
+    let codes: Vec<i16> = r.responses.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, vec![0, 3, 0], "x deleted, nope unknown, y deleted");
+    assert!(h.fatal.is_none());
+    assert!(!h
+        .disk
+        .volatile
+        .keys()
+        .any(|k| k.starts_with("x-") || k.starts_with("y-")));
+    let h = h.crash_restart();
+    assert!(h.engine.high_watermark("x", 0).is_none());
+    assert!(h.engine.high_watermark("y", 1).is_none());
+}
+
 #[test]
 fn full_disk_fails_produces_then_the_log_rewinds_and_continues_densely() {
     let mut h = Harness::new(BrokerConfig::default());
@@ -557,4 +583,69 @@ fn one_produce_request_many_partitions_with_per_partition_errors() {
         0,
         "nothing appended to the partition that failed"
     );
+}
+
+/// Raw records bytes of one fetch from offset 0.
+fn fetch_raw(h: &mut Harness, topic: &str) -> Bytes {
+    let r = h.call(ApiKey::Fetch, 11, &fetch_req(topic, 0, 0, 1 << 22, 0));
+    let ResponseKind::Fetch(r) = r else { panic!() };
+    r.responses[0].partitions[0].records.clone().unwrap_or_default()
+}
+
+#[test]
+fn large_batches_are_stored_without_copying_and_read_back_identically() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "create", 1, &[]), 0);
+    assert_eq!(
+        create(
+            &mut h,
+            "append",
+            1,
+            &[("message.timestamp.type", "LogAppendTime")]
+        ),
+        0
+    );
+    let big = |prefix: &str| {
+        let mut specs = records(prefix, 40, 1_000);
+        for s in &mut specs {
+            s.value = Some(Bytes::from(format!("{prefix}-{}", "x".repeat(1_000))));
+        }
+        build_batch(&specs)
+    };
+    for topic in ["create", "append"] {
+        let (first, second) = (big("a"), big("b"));
+        assert!(
+            first.len() >= 16 * 1024,
+            "large enough to be stored in two pieces"
+        );
+        let sent = first.clone();
+        assert_eq!(produce(&mut h, topic, 0, first), (0, 0));
+        assert_eq!(
+            produce(&mut h, topic, 0, build_batch(&records("s", 2, 5))),
+            (0, 40)
+        );
+        assert_eq!(produce(&mut h, topic, 0, second), (0, 42));
+        assert_eq!(sent, big("a"), "the request's bytes are left as they came");
+    }
+    let from_tail: Vec<Bytes> = ["create", "append"].map(|t| fetch_raw(&mut h, t)).into();
+    let produced_at = h.now.wall_ms;
+    let mut h = h.crash_restart();
+    for (topic, tail) in ["create", "append"].into_iter().zip(from_tail) {
+        let from_disk = fetch_raw(&mut h, topic);
+        assert_eq!(
+            tail, from_disk,
+            "{topic}: the tail cache and the disk hold the same bytes"
+        );
+        let batches: Vec<_> = scan(&from_disk).collect();
+        assert_eq!(batches.len(), 3, "{topic}: three batches with valid CRCs");
+        let bases: Vec<i64> = batches.iter().map(|(_, v)| v.base_offset()).collect();
+        assert_eq!(bases, vec![0, 40, 42]);
+        let recs = decode_records(&batches[2].1).unwrap();
+        assert_eq!(recs[0].offset, 42);
+        assert!(String::from_utf8(recs[0].value.clone().unwrap().to_vec())
+            .unwrap()
+            .starts_with("b-"));
+        let expect_ts = if topic == "append" { produced_at } else { 1_000 };
+        assert_eq!(recs[0].timestamp_ms, expect_ts, "{topic}");
+    }
 }
