@@ -15,12 +15,12 @@ pub type Token = u64;
 /// A file operation requested by the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IoOp {
-    /// Write `data` at `position` (the engine's idea of the file's end). Not durable until a
-    /// later `Sync` on the same file completes.
+    /// Write the pieces of `data`, back to back, at `position` (the engine's idea of the
+    /// file's end). Not durable until a later `Sync` on the same file completes.
     Append {
         file: String,
         position: u64,
-        data: Bytes,
+        data: Vec<Bytes>,
     },
     /// fdatasync `file`: every `Append` emitted before this one on the file is durable once
     /// this completes with `Ok`.

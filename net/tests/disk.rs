@@ -59,7 +59,7 @@ fn append(file: &str, position: u64, data: &'static [u8]) -> IoOp {
     IoOp::Append {
         file: file.into(),
         position,
-        data: Bytes::from_static(data),
+        data: vec![Bytes::from_static(data)],
     }
 }
 
@@ -97,6 +97,12 @@ fn file_lifecycle() {
     );
     assert_eq!(h.run(append("t-0/a.log", 0, b"hello ")), IoResult::Done);
     assert_eq!(h.run(append("t-0/a.log", 6, b"world")), IoResult::Done);
+    let pieces = IoOp::Append {
+        file: "t-0/a.log".into(),
+        position: 11,
+        data: vec![Bytes::from_static(b", two"), Bytes::from_static(b" pieces")],
+    };
+    assert_eq!(h.run(pieces), IoResult::Done, "pieces are written back to back");
     assert_eq!(
         h.run(IoOp::Sync {
             file: "t-0/a.log".into()
@@ -105,7 +111,7 @@ fn file_lifecycle() {
     );
     assert_eq!(
         h.run(read("t-0/a.log", 0, 100)),
-        bytes(b"hello world"),
+        bytes(b"hello world, two pieces"),
         "short at EOF"
     );
     assert_eq!(h.run(read("t-0/a.log", 6, 3)), bytes(b"wor"));
@@ -197,7 +203,7 @@ fn list_is_sorted_with_sizes() {
         h.run(IoOp::Append {
             file: name.into(),
             position: 0,
-            data: Bytes::copy_from_slice(data),
+            data: vec![Bytes::copy_from_slice(data)],
         });
     }
     let entry = |name: &str, size_bytes, is_dir| DirEntry {
@@ -297,7 +303,7 @@ fn ops_of_one_key_run_in_emission_order() {
                 let op = IoOp::Append {
                     file: format!("k{k}/f"),
                     position,
-                    data: Bytes::copy_from_slice(&i.to_be_bytes()),
+                    data: vec![Bytes::copy_from_slice(&i.to_be_bytes())],
                 };
                 h.exec.submit(token, op).unwrap();
             }

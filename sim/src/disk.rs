@@ -149,7 +149,9 @@ impl Disk {
         }
     }
 
-    fn append(&mut self, file: &str, position: u64, data: &Bytes, faults: OpFaults) -> IoResult {
+    /// Writes the pieces back to back (a crash tears the unsynced range anywhere, so the
+    /// pieces need no separate model).
+    fn append(&mut self, file: &str, position: u64, data: &[Bytes], faults: OpFaults) -> IoResult {
         if faults.no_space {
             return IoResult::Err(IoError::NoSpace);
         }
@@ -169,11 +171,15 @@ impl Disk {
         if pos > f.volatile.len() {
             f.volatile.resize(pos, 0);
         }
-        let end = pos + data.len();
+        let end = pos + data.iter().map(Bytes::len).sum::<usize>();
         if end > f.volatile.len() {
             f.volatile.resize(end, 0);
         }
-        f.volatile[pos..end].copy_from_slice(data);
+        let mut at = pos;
+        for piece in data {
+            f.volatile[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
         if pos < f.durable.len() {
             // Overwriting durable bytes: keep the prefix invariant by making them volatile again
             // (a crash may then lose them, which is what the engine asked for).
@@ -531,7 +537,7 @@ mod tests {
         IoOp::Append {
             file: file.to_string(),
             position,
-            data: Bytes::copy_from_slice(data),
+            data: vec![Bytes::copy_from_slice(data)],
         }
     }
 

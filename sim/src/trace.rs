@@ -181,7 +181,11 @@ fn hash_io_op(h: &mut Fnv64, op: &IoOp) {
             h.tag(0);
             h.blob(file.as_bytes());
             h.u64(*position);
-            h.blob(data);
+            // The pieces hash as the bytes they write, however the engine split them.
+            h.u64(data.iter().map(|d| d.len() as u64).sum());
+            for piece in data {
+                h.bytes(piece);
+            }
         }
         IoOp::Sync { file } => {
             h.tag(1);
@@ -291,7 +295,10 @@ pub fn describe_output(output: &Output) -> String {
 
 fn describe_io_op(op: &IoOp) -> String {
     match op {
-        IoOp::Append { file, position, data } => format!("Append {file} @{position} +{}", data.len()),
+        IoOp::Append { file, position, data } => format!(
+            "Append {file} @{position} +{}",
+            data.iter().map(|d| d.len()).sum::<usize>()
+        ),
         IoOp::WriteState { file, data } => format!("WriteState {file} {} bytes", data.len()),
         other => format!("{other:?}"),
     }

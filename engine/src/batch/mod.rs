@@ -149,22 +149,28 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 /// and the deltas stay as the producer wrote them) and recomputes the CRC. `batch` must hold
 /// exactly one batch.
 pub fn set_log_append_time(batch: &mut [u8], wall_ms: i64) {
+    set_log_append_time_split(batch, &[], wall_ms);
+}
+
+/// [`set_log_append_time`] for a batch held in two pieces: `head` (at least the header) is
+/// rewritten, `tail` is the rest of the batch, read only to recompute the CRC.
+pub fn set_log_append_time_split(head: &mut [u8], tail: &[u8], wall_ms: i64) {
     assert!(
-        batch.len() >= HEADER_BYTES,
+        head.len() >= HEADER_BYTES,
         "buffer of {} bytes holds no batch header",
-        batch.len()
+        head.len()
     );
-    let batch_length = i32::from_be_bytes(array_at(batch, at::BATCH_LENGTH));
+    let batch_length = i32::from_be_bytes(array_at(head, at::BATCH_LENGTH));
     assert!(
-        usize::try_from(batch_length).is_ok_and(|length| LOG_OVERHEAD + length == batch.len()),
+        usize::try_from(batch_length).is_ok_and(|length| LOG_OVERHEAD + length == head.len() + tail.len()),
         "buffer of {} bytes does not hold exactly one batch (batchLength {batch_length})",
-        batch.len()
+        head.len() + tail.len()
     );
-    let attributes = i16::from_be_bytes(array_at(batch, at::ATTRIBUTES)) | attr::LOG_APPEND_TIME;
-    write_at(batch, at::ATTRIBUTES, &attributes.to_be_bytes());
-    write_at(batch, at::MAX_TIMESTAMP, &wall_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[at::ATTRIBUTES..]);
-    write_at(batch, at::CRC, &crc.to_be_bytes());
+    let attributes = i16::from_be_bytes(array_at(head, at::ATTRIBUTES)) | attr::LOG_APPEND_TIME;
+    write_at(head, at::ATTRIBUTES, &attributes.to_be_bytes());
+    write_at(head, at::MAX_TIMESTAMP, &wall_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[at::ATTRIBUTES..]), tail);
+    write_at(head, at::CRC, &crc.to_be_bytes());
 }
 
 /// The `N` bytes at `offset`. Callers guarantee `offset + N <= bytes.len()` (every caller

@@ -3,7 +3,7 @@
 //! cache or from disk. Fetch sessions are not kept: every answer is session-less (id 0),
 //! which clients treat as "send full fetch requests".
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
 
@@ -11,6 +11,7 @@ use super::{code, str_bytes, to_uuid, Ctx, PendingBody};
 use crate::engine::{Engine, ReadOwner};
 use crate::log::partition::LogId;
 use crate::log::read::{ReadGoal, ReadJob, ReadOutcome};
+use crate::log::stored::StoredBatch;
 
 /// Longest long poll we honour, whatever the client asks.
 const MAX_WAIT_MS_MAX: u64 = 5 * 60 * 1000;
@@ -25,7 +26,7 @@ struct FetchPart {
     error: i16,
     high_watermark: i64,
     log_start: i64,
-    batches: Vec<Bytes>,
+    batches: Vec<StoredBatch>,
     size_bytes: usize,
 }
 
@@ -251,7 +252,7 @@ impl Engine {
         let part = &mut f.parts[owner.slot];
         match outcome {
             ReadOutcome::Batches { batches, size_bytes } => {
-                part.batches = batches;
+                part.batches = batches.into_iter().map(StoredBatch::whole).collect();
                 part.size_bytes = size_bytes;
             }
             ReadOutcome::Found(_) => unreachable!("fetch reads look for batches"),
@@ -292,11 +293,11 @@ impl Engine {
             }
             part.batches.truncate(kept);
             let records = if part.batches.len() == 1 {
-                part.batches.pop().unwrap_or_default()
+                part.batches.pop().unwrap_or_default().into_contiguous()
             } else {
                 let mut records = BytesMut::with_capacity(size);
                 for b in part.batches.drain(..) {
-                    records.extend_from_slice(&b);
+                    b.copy_to(&mut records);
                 }
                 records.freeze()
             };

@@ -1,7 +1,6 @@
 //! Produce: validate each partition's batch, append it, and answer once every appended
 //! batch is durable (acks=1 and acks=all alike on a single node; acks=0 gets no answer).
 
-use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
@@ -116,8 +115,7 @@ impl Engine {
         let records = records.unwrap_or_default();
         let info = validate_produce(&records, log.config.max_message_bytes)
             .map_err(|e| (e.error_code(), Some(e.to_string())))?;
-        let batch = BytesMut::from(&records[..]);
-        let (base, last) = log.append(&mut self.q, batch, info, wall_ms).map_err(|_| {
+        let (base, last) = log.append(&mut self.q, &records, info, wall_ms).map_err(|_| {
             (
                 code::KAFKA_STORAGE_ERROR,
                 Some("the log is recovering from a failed write".into()),

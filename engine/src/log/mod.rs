@@ -4,4 +4,5 @@ pub mod partition;
 pub mod read;
 pub mod recovery;
 pub mod segment;
+pub mod stored;
 pub mod tail;

@@ -12,11 +12,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::segment::Segment;
+use super::stored::StoredBatch;
 use super::tail::TailCache;
-use crate::batch::{self, BatchInfo};
+use crate::batch::BatchInfo;
 use crate::config::{LogConfig, TimestampType};
 use crate::engine::{IoQueue, IoTag};
 use crate::io::{IoOp, IoResult};
@@ -74,7 +75,7 @@ struct Deferred {
     base: u64,
     last: u64,
     max_ts: i64,
-    bytes: Bytes,
+    bytes: StoredBatch,
 }
 
 pub struct PartitionLog {
@@ -183,12 +184,12 @@ impl PartitionLog {
             .expect("a log always has an active segment")
     }
 
-    /// Appends one validated batch (a private copy of its bytes). Returns its first and
-    /// last offsets. The batch becomes readable once durable.
+    /// Appends one validated batch, leaving `records` untouched (see [`StoredBatch`]).
+    /// Returns its first and last offsets. The batch becomes readable once durable.
     pub(crate) fn append(
         &mut self,
         q: &mut IoQueue,
-        mut batch: BytesMut,
+        records: &Bytes,
         info: BatchInfo,
         wall_ms: i64,
     ) -> Result<(u64, u64), AppendError> {
@@ -198,14 +199,9 @@ impl PartitionLog {
         assert!(info.record_count >= 1 && info.last_offset_delta >= 0);
         let base = self.leo;
         let last = base + info.last_offset_delta as u64;
-        batch::set_base_offset(&mut batch, base as i64);
-        batch::set_partition_leader_epoch(&mut batch, self.leader_epoch);
-        let mut max_ts = info.max_timestamp;
-        if self.config.timestamp_type == TimestampType::LogAppendTime {
-            batch::set_log_append_time(&mut batch, wall_ms);
-            max_ts = wall_ms;
-        }
-        let bytes = batch.freeze();
+        let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(wall_ms);
+        let bytes = StoredBatch::stamp(records, base as i64, self.leader_epoch, log_append_time);
+        let max_ts = log_append_time.unwrap_or(info.max_timestamp);
         self.leo = last + 1;
         self.tail.push(base, last, bytes.clone());
         self.deferred.push_back(Deferred {
@@ -272,7 +268,7 @@ impl PartitionLog {
             IoOp::Append {
                 file,
                 position,
-                data: d.bytes,
+                data: d.bytes.parts(),
             },
             IoTag::Log(self.id, tag),
         );

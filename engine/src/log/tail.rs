@@ -6,13 +6,13 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use super::stored::StoredBatch;
 
 #[derive(Debug)]
 pub struct TailCache {
     max_bytes: usize,
     bytes: usize,
-    batches: VecDeque<(u64, u64, Bytes)>,
+    batches: VecDeque<(u64, u64, StoredBatch)>,
 }
 
 impl TailCache {
@@ -24,7 +24,7 @@ impl TailCache {
         }
     }
 
-    pub fn push(&mut self, base: u64, last: u64, batch: Bytes) {
+    pub fn push(&mut self, base: u64, last: u64, batch: StoredBatch) {
         if self.max_bytes == 0 {
             return;
         }
@@ -55,7 +55,7 @@ impl TailCache {
     /// Stored batches from the one holding `offset`, stopping before `end` (the high
     /// watermark) and after `max_bytes` (but at least one batch). `None` when `offset` is
     /// older than the cache: the caller reads from disk.
-    pub fn read(&self, offset: u64, end: u64, max_bytes: usize) -> Option<(Vec<Bytes>, usize)> {
+    pub fn read(&self, offset: u64, end: u64, max_bytes: usize) -> Option<(Vec<StoredBatch>, usize)> {
         let (start, count, total) = self.span(offset, end, max_bytes)?;
         let out = self
             .batches
@@ -96,8 +96,8 @@ impl TailCache {
 mod tests {
     use super::*;
 
-    fn b(n: usize) -> Bytes {
-        Bytes::from(vec![0u8; n])
+    fn b(n: usize) -> StoredBatch {
+        StoredBatch::whole(bytes::Bytes::from(vec![0u8; n]))
     }
 
     #[test]

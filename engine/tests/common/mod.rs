@@ -27,11 +27,15 @@ impl MemDisk {
                     return IoResult::Err(IoError::NoSpace);
                 }
                 let f = self.volatile.entry(file.clone()).or_default();
-                let end = *position as usize + data.len();
-                if f.len() < end {
-                    f.resize(end, 0);
+                let mut at = *position as usize;
+                for piece in data {
+                    let end = at + piece.len();
+                    if f.len() < end {
+                        f.resize(end, 0);
+                    }
+                    f[at..end].copy_from_slice(piece);
+                    at = end;
                 }
-                f[*position as usize..end].copy_from_slice(data);
                 IoResult::Done
             }
             IoOp::Sync { file } => {

@@ -77,8 +77,15 @@ pub(crate) fn map_error(e: &io::Error, what: &str, path: &str) -> IoError {
     IoError::Other(format!("{what} '{path}': {}", crate::describe_io_error(e)))
 }
 
-fn append(handles: &HandleCache, file: &str, position: u64, data: &[u8]) -> io::Result<IoResult> {
-    handles.get(file)?.write_all_at(data, position)?;
+/// Writes the pieces back to back. A crash between two pieces leaves a torn tail, which the
+/// engine's recovery handles like any short write.
+fn append(handles: &HandleCache, file: &str, position: u64, data: &[Bytes]) -> io::Result<IoResult> {
+    let f = handles.get(file)?;
+    let mut at = position;
+    for piece in data {
+        f.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
     Ok(IoResult::Done)
 }
 
