@@ -3,8 +3,9 @@
 # Run by hand, not in CI. Prints a markdown table and writes bench-results/bench-<date>.md
 # (plus a .json with every number).
 #
-# Usage: ci/bench.sh [--seconds S] [--only gregor|tansu] [--data-root DIR] [--no-build]
+# Usage: ci/bench.sh [--seconds S] [--repeat N] [--only gregor|tansu] [--data-root DIR] [--no-build]
 #   --seconds S      duration of each produce row (default 5)
+#   --repeat N       run every throughput row N times (default 1); the table shows medians
 #   --only B         bench one broker
 #   --data-root DIR  where Gregor's fresh data dir goes (default /var/tmp: a real disk,
 #                    not tmpfs; the table names the filesystem)
@@ -31,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-build) BUILD=0 ;;
         --python-client) PY_CLIENT=1 ;;
-        --seconds|--only|--data-root|--latency-count) PASS+=("$1" "${2:?$1 needs a value}"); shift ;;
+        --seconds|--repeat|--only|--data-root|--latency-count) PASS+=("$1" "${2:?$1 needs a value}"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "ci/bench.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
