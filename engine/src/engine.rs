@@ -357,7 +357,7 @@ impl Engine {
             RecoveryStep::Io(op) => {
                 self.q.submit(op, IoTag::Recovery(id));
             }
-            RecoveryStep::Done(segments) => {
+            RecoveryStep::Done(recovered) => {
                 let Some((_, topic, partition, op)) = self.recoveries.remove(&id) else {
                     return;
                 };
@@ -369,7 +369,7 @@ impl Engine {
                 if still_wanted {
                     let dir = meta::partition_dir(&topic, partition);
                     let config = self.log_config(&topic);
-                    let log = PartitionLog::new(id, dir, config, segments, self.tail_cache_bytes);
+                    let log = PartitionLog::new(id, dir, config, recovered, self.tail_cache_bytes);
                     tracing::debug!(%topic, partition, leo = log.log_end_offset(), "partition ready");
                     self.logs.insert(id, log);
                     self.partitions.insert((topic, partition), id);

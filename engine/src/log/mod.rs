@@ -1,4 +1,5 @@
 //! Partition logs: segments, indexes, the tail cache, reads and recovery.
+pub mod epochs;
 pub mod index;
 pub mod partition;
 pub mod read;

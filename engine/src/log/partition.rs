@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::epochs::{EpochHistory, CHECKPOINT_FILE};
+use super::recovery::Recovered;
 use super::segment::Segment;
 use super::stored::StoredBatch;
 use super::tail::TailCache;
@@ -43,6 +45,8 @@ pub enum PartIo {
         base: u64,
     },
     WriteIndex,
+    /// The leader epoch checkpoint was replaced (nothing waits on it: recovery corrects it).
+    WriteEpochs,
     Repair,
 }
 
@@ -99,6 +103,8 @@ pub struct PartitionLog {
     deferred: VecDeque<Deferred>,
     broken: Option<Broken>,
     repairing: bool,
+    /// Which epoch wrote which offsets: covers `[log_start_offset, leo)`.
+    epochs: EpochHistory,
     pub tail: TailCache,
 }
 
@@ -109,9 +115,10 @@ impl PartitionLog {
         id: LogId,
         dir: String,
         config: LogConfig,
-        segments: Vec<Segment>,
+        recovered: Recovered,
         tail_cache_bytes: usize,
     ) -> Self {
+        let Recovered { segments, epochs } = recovered;
         assert!(!segments.is_empty(), "a log has an active segment");
         let leo = segments.last().map_or(0, |s| s.next_offset);
         let durable_position = segments.last().map_or(0, |s| s.size_bytes);
@@ -136,8 +143,55 @@ impl PartitionLog {
             deferred: VecDeque::new(),
             broken: None,
             repairing: false,
+            epochs,
             tail: TailCache::new(tail_cache_bytes),
         }
+    }
+
+    /// The leader epoch history (Kafka's leader-epoch-checkpoint).
+    pub fn epochs(&self) -> &EpochHistory {
+        &self.epochs
+    }
+
+    /// Epoch of the batch holding `offset`, if the log holds it.
+    pub fn epoch_at(&self, offset: u64) -> Option<i32> {
+        if offset < self.log_start_offset || offset >= self.leo {
+            return None;
+        }
+        self.epochs.epoch_at(offset)
+    }
+
+    /// The epoch of the last batch (0 for a log that never held one).
+    pub fn last_epoch(&self) -> i32 {
+        self.epochs.latest().unwrap_or(0)
+    }
+
+    /// Kafka's OffsetForLeaderEpoch on this log.
+    pub fn end_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
+        self.epochs.end_for_epoch(epoch, self.leo)
+    }
+
+    /// One past the last offset known durable on this replica.
+    pub fn durable_end(&self) -> u64 {
+        self.durable_end
+    }
+
+    /// Records that `epoch` writes from `base` on, persisting the history when it changed.
+    /// Emitted before the batch's own append on the same directory, so the checkpoint is
+    /// durable before any batch of the new epoch is.
+    fn note_epoch(&mut self, q: &mut IoQueue, epoch: i32, base: u64) {
+        if self.epochs.assign(epoch, base) {
+            self.write_epochs(q);
+        }
+    }
+
+    fn write_epochs(&mut self, q: &mut IoQueue) {
+        self.inflight += 1;
+        let op = IoOp::WriteState {
+            file: format!("{}/{CHECKPOINT_FILE}", self.dir),
+            data: Bytes::from(self.epochs.encode()),
+        };
+        q.submit(op, IoTag::Log(self.id, PartIo::WriteEpochs));
     }
 
     /// The log end offset: the next offset to be assigned.
@@ -202,6 +256,7 @@ impl PartitionLog {
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(wall_ms);
         let bytes = StoredBatch::stamp(records, base as i64, self.leader_epoch, log_append_time);
         let max_ts = log_append_time.unwrap_or(info.max_timestamp);
+        self.note_epoch(q, self.leader_epoch, base);
         self.leo = last + 1;
         self.tail.push(base, last, bytes.clone());
         self.deferred.push_back(Deferred {
@@ -401,6 +456,14 @@ impl PartitionLog {
             }
             PartIo::WriteIndex => {
                 // A lost index is rebuilt at recovery; nothing waits on it.
+            }
+            PartIo::WriteEpochs => {
+                if failed {
+                    // Recovery re-reads only the last segment: a history lost for older
+                    // segments would leave Raft unable to match their offsets.
+                    ev.fatal = Some("writing the leader epoch checkpoint failed");
+                    return ev;
+                }
             }
             PartIo::Repair => {
                 if failed {

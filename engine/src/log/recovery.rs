@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::epochs::{EpochHistory, CHECKPOINT_FILE};
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{parse_file_name, Segment};
 use crate::batch::{self, BatchView, StoredBatchError};
@@ -19,6 +20,7 @@ const SCAN_CHUNK_BYTES: u64 = 1024 * 1024;
 #[derive(Debug)]
 enum Phase {
     List,
+    ReadCheckpoint,
     CreateDir,
     CreateFirstSegment,
     ReadIndex,
@@ -32,8 +34,17 @@ enum Phase {
 #[derive(Debug)]
 pub enum RecoveryStep {
     Io(IoOp),
-    /// The recovered segments, oldest first (at least one), all durable.
-    Done(Vec<Segment>),
+    /// The recovered log, all durable.
+    Done(Recovered),
+}
+
+/// What recovery found.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Oldest first, at least one.
+    pub segments: Vec<Segment>,
+    /// The checkpoint, corrected by every batch the scan read and cut at the log end.
+    pub epochs: EpochHistory,
 }
 
 #[derive(Debug)]
@@ -48,6 +59,7 @@ pub struct Recovery {
     current: usize,
     segment: Option<Segment>,
     done: Vec<Segment>,
+    epochs: EpochHistory,
     phase: Phase,
 }
 
@@ -68,6 +80,7 @@ impl Recovery {
             current: 0,
             segment: None,
             done: Vec::new(),
+            epochs: EpochHistory::new(),
             phase: Phase::List,
         };
         (r, RecoveryStep::Io(IoOp::List { dir: dir.to_string() }))
@@ -85,11 +98,28 @@ impl Recovery {
                     dir: self.dir.clone(),
                 }))
             }
-            (Phase::List, IoResult::List(entries)) => Ok(self.listed(entries)),
-            (Phase::CreateDir, IoResult::Done) => Ok(self.create_first_segment()),
-            (Phase::CreateFirstSegment, IoResult::Done) => {
-                Ok(RecoveryStep::Done(vec![Segment::new(&self.dir, 0)]))
+            (Phase::List, IoResult::List(entries)) => {
+                self.listing = entries;
+                if self.has_file(CHECKPOINT_FILE).is_some() {
+                    self.phase = Phase::ReadCheckpoint;
+                    return Ok(RecoveryStep::Io(IoOp::Read {
+                        file: format!("{}/{CHECKPOINT_FILE}", self.dir),
+                        position: 0,
+                        len: u32::MAX,
+                    }));
+                }
+                Ok(self.listed())
             }
+            (Phase::ReadCheckpoint, IoResult::Read(bytes)) => {
+                self.epochs = EpochHistory::decode(&bytes)
+                    .map_err(|e| format!("{}/{CHECKPOINT_FILE} is damaged: {e}", self.dir))?;
+                Ok(self.listed())
+            }
+            (Phase::CreateDir, IoResult::Done) => Ok(self.create_first_segment()),
+            (Phase::CreateFirstSegment, IoResult::Done) => Ok(RecoveryStep::Done(Recovered {
+                segments: vec![Segment::new(&self.dir, 0)],
+                epochs: std::mem::take(&mut self.epochs),
+            })),
             (Phase::ReadIndex, r) => {
                 let index = match r {
                     IoResult::Read(bytes) => self.decode_index(&bytes),
@@ -150,16 +180,17 @@ impl Recovery {
         })
     }
 
-    fn listed(&mut self, entries: Vec<DirEntry>) -> RecoveryStep {
-        let mut files: Vec<(u64, u64)> = entries
+    fn listed(&mut self) -> RecoveryStep {
+        let mut files: Vec<(u64, u64)> = self
+            .listing
             .iter()
             .filter(|e| !e.is_dir)
             .filter_map(|e| parse_file_name(&e.name, "log").map(|b| (b, e.size_bytes)))
             .collect();
         files.sort_unstable();
         self.files = files;
-        self.listing = entries;
         if self.files.is_empty() {
+            self.epochs = EpochHistory::new();
             return self.create_first_segment();
         }
         self.current = 0;
@@ -251,7 +282,7 @@ impl Recovery {
         let interval = self.index_interval_bytes;
         let file_size = self.files[self.current].1;
         let mut at = 0usize;
-        let mut noted: Vec<(u64, u64, i64, u64)> = Vec::new();
+        let mut noted: Vec<(u64, u64, i64, u64, i32)> = Vec::new();
         let stop = loop {
             if at == bytes.len() {
                 break None;
@@ -260,7 +291,8 @@ impl Recovery {
                 Ok(view) => {
                     let base = view.base_offset().max(0) as u64;
                     let last = view.last_offset().max(0) as u64;
-                    noted.push((base, last, view.max_timestamp(), view.size_bytes() as u64));
+                    let epoch = view.partition_leader_epoch();
+                    noted.push((base, last, view.max_timestamp(), view.size_bytes() as u64, epoch));
                     at += view.size_bytes();
                 }
                 Err(e) => break Some(e),
@@ -268,12 +300,15 @@ impl Recovery {
         };
         let seg = self.segment.as_mut().expect("a segment is being recovered");
         let mut dense = true;
-        for (base, last, ts, size) in noted.iter().copied() {
+        for (base, last, ts, size, epoch) in noted.iter().copied() {
             if base != seg.next_offset {
                 dense = false;
                 break;
             }
             seg.note_batch(base, last, ts, size, interval);
+            if epoch >= 0 {
+                self.epochs.observe(epoch, base);
+            }
         }
         let valid_end = seg.size_bytes;
         if !dense {
@@ -341,6 +376,10 @@ impl Recovery {
             return self.begin_segment();
         }
         self.phase = Phase::Done;
-        RecoveryStep::Done(std::mem::take(&mut self.done))
+        let segments = std::mem::take(&mut self.done);
+        let end = segments.last().map_or(0, |s| s.next_offset);
+        let mut epochs = std::mem::take(&mut self.epochs);
+        epochs.truncate_from(end);
+        RecoveryStep::Done(Recovered { segments, epochs })
     }
 }
