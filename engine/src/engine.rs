@@ -49,7 +49,7 @@ impl IoQueue {
         token
     }
 
-    fn complete(&mut self, token: Token) -> IoTag {
+    pub(crate) fn complete(&mut self, token: Token) -> IoTag {
         // A completion for a token never emitted or already completed is a driver bug.
         self.tags
             .remove(&token)

@@ -7,3 +7,5 @@ pub mod recovery;
 pub mod segment;
 pub mod stored;
 pub mod tail;
+#[cfg(test)]
+mod partition_tests;

@@ -9,6 +9,10 @@
 //! - Only the active (last) segment can hold bytes that are not yet durable: a new segment
 //!   file is created only once every earlier offset is durable. Recovery relies on this.
 //! - At most one sync round is in flight; it covers `emitted_end` as of its emission.
+//! - While a cut (follower truncation, [`PartitionLog::truncate_from`]) is under way, the
+//!   files may still hold bytes past `leo` (`emitted_end > leo`); `durable_end` and
+//!   `written_end` are already clamped to `leo`, nothing new is written, and the cut waits
+//!   for every op in flight before it deletes and truncates files.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -19,7 +23,7 @@ use super::recovery::Recovered;
 use super::segment::Segment;
 use super::stored::StoredBatch;
 use super::tail::TailCache;
-use crate::batch::BatchInfo;
+use crate::batch::{self, BatchInfo};
 use crate::config::{LogConfig, TimestampType};
 use crate::engine::{IoQueue, IoTag};
 use crate::io::{IoOp, IoResult};
@@ -48,6 +52,10 @@ pub enum PartIo {
     /// The leader epoch checkpoint was replaced (nothing waits on it: recovery corrects it).
     WriteEpochs,
     Repair,
+    /// A read that looks for a cut's byte position.
+    Locate,
+    /// One delete or truncate of a cut.
+    Cut,
 }
 
 /// What a completion changed, for the layers that wait on the log.
@@ -66,7 +74,39 @@ pub struct LogEvent {
 pub enum AppendError {
     /// The log is rewinding after a failed write (disk full or IO error).
     Storage,
+    /// A replicated batch that does not continue this log (offset, epoch or bytes).
+    Invalid(String),
 }
+
+/// A follower truncation in progress: every offset from `offset` on goes.
+// The follower side (cuts, replicated appends) is driven by replication, which is being
+// wired in (issue 4); until then only the tests below reach it.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// Waiting for the ops in flight to finish.
+    Waiting { offset: u64 },
+    /// Reading the segment based at `segment` from `position` to find where `offset` starts.
+    Locating {
+        offset: u64,
+        segment: u64,
+        position: u64,
+    },
+    /// Deleting and truncating files; `ops` are still in flight.
+    Cutting { offset: u64, ops: u32 },
+}
+
+#[cfg_attr(not(test), allow(dead_code))]
+impl Cut {
+    fn offset(self) -> u64 {
+        match self {
+            Cut::Waiting { offset } | Cut::Locating { offset, .. } | Cut::Cutting { offset, .. } => offset,
+        }
+    }
+}
+
+/// Bytes read per step while looking for a cut's position.
+const LOCATE_READ_BYTES: u64 = 256 * 1024;
 
 #[derive(Clone, Copy, Debug)]
 struct Broken {
@@ -105,6 +145,7 @@ pub struct PartitionLog {
     repairing: bool,
     /// Which epoch wrote which offsets: covers `[log_start_offset, leo)`.
     epochs: EpochHistory,
+    cut: Option<Cut>,
     pub tail: TailCache,
 }
 
@@ -144,6 +185,7 @@ impl PartitionLog {
             broken: None,
             repairing: false,
             epochs,
+            cut: None,
             tail: TailCache::new(tail_cache_bytes),
         }
     }
@@ -270,6 +312,226 @@ impl PartitionLog {
         Ok((base, last))
     }
 
+    /// Appends a batch a leader already stamped (the follower side of replication): it must
+    /// start at the log end, carry an epoch no lower than the log's last, and pass its CRC.
+    /// Returns its first and last offsets.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn append_replicated(
+        &mut self,
+        q: &mut IoQueue,
+        batch: Bytes,
+        wall_ms: i64,
+    ) -> Result<(u64, u64), AppendError> {
+        if self.broken.is_some() {
+            return Err(AppendError::Storage);
+        }
+        let view = batch::BatchView::parse(&batch).map_err(|e| AppendError::Invalid(e.to_string()))?;
+        if view.size_bytes() != batch.len() {
+            return Err(AppendError::Invalid(format!(
+                "{} bytes hold a batch of {} and more",
+                batch.len(),
+                view.size_bytes()
+            )));
+        }
+        let (base, last, epoch) = (
+            view.base_offset(),
+            view.last_offset(),
+            view.partition_leader_epoch(),
+        );
+        if base < 0 || base as u64 != self.leo || last < base {
+            return Err(AppendError::Invalid(format!(
+                "batch {base}..={last} does not continue the log at {}",
+                self.leo
+            )));
+        }
+        if epoch < self.last_epoch() {
+            return Err(AppendError::Invalid(format!(
+                "batch epoch {epoch} is below the log's {}",
+                self.last_epoch()
+            )));
+        }
+        let (base, last, max_ts) = (base as u64, last as u64, view.max_timestamp());
+        self.note_epoch(q, epoch, base);
+        let bytes = StoredBatch::whole(batch);
+        self.leo = last + 1;
+        self.tail.push(base, last, bytes.clone());
+        self.deferred.push_back(Deferred {
+            base,
+            last,
+            max_ts,
+            bytes,
+        });
+        self.flush_deferred(q, wall_ms);
+        self.maybe_sync(q);
+        Ok((base, last))
+    }
+
+    /// Drops every offset from `offset` on (a follower's divergent suffix; Raft never asks
+    /// to cut below its commit point). The log end moves at once; the files are cut once the
+    /// ops in flight finish, and nothing new is written until then. `offset` must be a batch
+    /// boundary. The cut is durable before [`PartitionLog::is_cutting`] turns false.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn truncate_from(&mut self, q: &mut IoQueue, offset: u64) {
+        if offset >= self.leo {
+            return;
+        }
+        assert!(
+            offset >= self.log_start_offset,
+            "cut at {offset} below the log start {}",
+            self.log_start_offset
+        );
+        tracing::info!(dir = %self.dir, offset, leo = self.leo, "truncating a divergent suffix");
+        self.deferred.retain(|d| d.base < offset);
+        if let Some(d) = self.deferred.back() {
+            assert_eq!(d.last + 1, offset, "cuts fall on batch boundaries");
+        }
+        self.tail.truncate_from(offset);
+        self.epochs.truncate_from(offset);
+        self.leo = offset;
+        self.written_end = self.written_end.min(offset);
+        self.durable_end = self.durable_end.min(offset);
+        if self.roll_at.is_some_and(|r| r >= offset) && !self.roll_creating {
+            self.roll_at = None;
+        }
+        let offset = self.cut.map_or(offset, |c| c.offset().min(offset));
+        self.cut = Some(Cut::Waiting { offset });
+        self.try_cut(q);
+    }
+
+    /// True while a cut's file operations are still to do.
+    pub fn is_cutting(&self) -> bool {
+        self.cut.is_some()
+    }
+
+    fn try_cut(&mut self, q: &mut IoQueue) {
+        let Some(Cut::Waiting { offset }) = self.cut else {
+            return;
+        };
+        if self.emitted_end <= offset {
+            // Nothing at or past the cut ever reached a file.
+            self.finish_cut(q);
+            return;
+        }
+        if self.inflight > 0 || self.broken.is_some() || self.repairing {
+            return;
+        }
+        let Some(seg) = self.segment_for(offset) else {
+            unreachable!("the log holds {offset}: some segment starts at or before it")
+        };
+        if seg.base_offset == offset {
+            self.cut_at(q, offset, 0);
+            return;
+        }
+        let (segment, position) = (seg.base_offset, u64::from(seg.index.lookup(offset).1));
+        self.locate(q, offset, segment, position);
+    }
+
+    fn locate(&mut self, q: &mut IoQueue, offset: u64, segment: u64, position: u64) {
+        let seg = &self.segments[&segment];
+        let len = LOCATE_READ_BYTES.min(seg.size_bytes.saturating_sub(position));
+        self.cut = Some(Cut::Locating {
+            offset,
+            segment,
+            position,
+        });
+        self.inflight += 1;
+        let op = IoOp::Read {
+            file: seg.file.clone(),
+            position,
+            len: len.max(batch::LOG_OVERHEAD as u64) as u32,
+        };
+        q.submit(op, IoTag::Log(self.id, PartIo::Locate));
+    }
+
+    /// Scans a located chunk; returns a fatal reason if the cut cannot be placed.
+    fn on_located(&mut self, q: &mut IoQueue, bytes: &Bytes) -> Option<&'static str> {
+        let Some(Cut::Locating {
+            offset,
+            segment,
+            position,
+        }) = self.cut
+        else {
+            unreachable!("a locate read completes only while locating")
+        };
+        let mut scan = batch::scan_unchecked_crc(bytes);
+        for (at, view) in scan.by_ref() {
+            let (base, last) = (view.base_offset().max(0) as u64, view.last_offset().max(0) as u64);
+            if base == offset {
+                self.cut_at(q, offset, position + at as u64);
+                return None;
+            }
+            if last >= offset {
+                tracing::error!(dir = %self.dir, offset, base, last, "cut inside a batch");
+                return Some("a cut fell inside a batch");
+            }
+        }
+        let next = position + scan.valid_end() as u64;
+        if scan.valid_end() == 0 || next >= self.segments[&segment].size_bytes {
+            tracing::error!(dir = %self.dir, offset, position, "cut offset not found in its segment");
+            return Some("a cut offset was not found in its segment");
+        }
+        self.locate(q, offset, segment, next);
+        None
+    }
+
+    /// Deletes the segments after the cut and truncates the one holding it at `position`
+    /// (its byte position there), or deletes that one too when the cut is its base and an
+    /// earlier segment remains to be the active one.
+    fn cut_at(&mut self, q: &mut IoQueue, offset: u64, position: u64) {
+        let holder = match self.segment_for(offset) {
+            Some(seg) => seg.base_offset,
+            None => unreachable!("the log holds {offset}: some segment starts at or before it"),
+        };
+        let drop_holder = holder == offset && holder != self.first_base();
+        let doomed: Vec<u64> = self
+            .segments
+            .range(holder..)
+            .map(|(&b, _)| b)
+            .filter(|&b| b > holder || drop_holder)
+            .collect();
+        let mut ops = 0;
+        for base in doomed.iter().rev() {
+            let Some(seg) = self.segments.remove(base) else {
+                continue;
+            };
+            for path in [seg.file.clone(), seg.index_file(), seg.time_index_file()] {
+                q.submit(IoOp::Delete { path }, IoTag::Log(self.id, PartIo::Cut));
+                ops += 1;
+            }
+        }
+        if !drop_holder {
+            let Some(seg) = self.segments.get_mut(&holder) else {
+                unreachable!("the holding segment stays")
+            };
+            seg.truncate_to(offset, position);
+            q.submit(
+                IoOp::Truncate {
+                    file: seg.file.clone(),
+                    len: position,
+                },
+                IoTag::Log(self.id, PartIo::Cut),
+            );
+            ops += 1;
+        }
+        assert!(ops > 0, "a physical cut removes something");
+        self.inflight += ops;
+        self.cut = Some(Cut::Cutting { offset, ops });
+    }
+
+    /// The cut is done: after a physical cut the files end at `offset` and everything before
+    /// it is durable (the truncate fsynced its file; earlier segments were durable before
+    /// they were rolled). Persists the shortened epoch history.
+    fn finish_cut(&mut self, q: &mut IoQueue) {
+        let Some(cut) = self.cut.take() else { return };
+        if let Cut::Cutting { offset, .. } = cut {
+            self.emitted_end = offset;
+            self.written_end = offset;
+            self.durable_end = offset;
+            self.durable_position = self.active().size_bytes;
+        }
+        self.write_epochs(q);
+    }
+
     fn needs_roll(&self, size_bytes: u64, last: u64, wall_ms: i64) -> bool {
         let active = self.active();
         if active.is_empty() {
@@ -286,7 +548,7 @@ impl PartitionLog {
 
     /// Writes deferred batches in order until one needs a roll that has not finished.
     fn flush_deferred(&mut self, q: &mut IoQueue, wall_ms: i64) {
-        while self.roll_at.is_none() {
+        while self.roll_at.is_none() && self.cut.is_none() {
             let Some(front) = self.deferred.front() else {
                 return;
             };
@@ -331,7 +593,8 @@ impl PartitionLog {
 
     /// Starts a sync round if none is in flight and emitted bytes are not yet durable.
     fn maybe_sync(&mut self, q: &mut IoQueue) {
-        if self.sync_in_flight || self.repairing || self.emitted_end <= self.durable_end {
+        if self.sync_in_flight || self.repairing || self.cut.is_some() || self.emitted_end <= self.durable_end
+        {
             return;
         }
         self.sync_in_flight = true;
@@ -413,7 +676,8 @@ impl PartitionLog {
                         },
                         &mut ev,
                     );
-                } else if self.broken.is_none_or(|b| end <= b.offset) {
+                } else if self.broken.is_none_or(|b| end <= b.offset) && end <= self.leo {
+                    // (An append past `leo` belongs to a suffix a cut is removing.)
                     assert_eq!(start, self.written_end, "appends on one file complete in order");
                     self.written_end = end;
                     ev.advanced = true;
@@ -432,7 +696,10 @@ impl PartitionLog {
                     Some(b) if b.offset < covers_end => (b.offset, b.position),
                     _ => (covers_end, covers_position),
                 };
-                if cap > self.durable_end {
+                if cap > self.leo {
+                    // A cut removed part of what this sync covered; the cut itself makes
+                    // everything below it durable.
+                } else if cap > self.durable_end {
                     self.durable_end = cap;
                     self.durable_position = position;
                     ev.advanced = true;
@@ -465,6 +732,31 @@ impl PartitionLog {
                     return ev;
                 }
             }
+            PartIo::Locate => {
+                let reason = match result {
+                    IoResult::Read(bytes) => self.on_located(q, bytes),
+                    _ => Some("reading a segment to place a cut failed"),
+                };
+                if reason.is_some() {
+                    ev.fatal = reason;
+                    return ev;
+                }
+            }
+            PartIo::Cut => {
+                if failed {
+                    ev.fatal = Some("cutting a divergent suffix failed");
+                    return ev;
+                }
+                let Some(Cut::Cutting { offset, ops }) = self.cut else {
+                    unreachable!("a cut op completes only while cutting")
+                };
+                if ops > 1 {
+                    self.cut = Some(Cut::Cutting { offset, ops: ops - 1 });
+                } else {
+                    self.finish_cut(q);
+                    ev.advanced = true;
+                }
+            }
             PartIo::Repair => {
                 if failed {
                     ev.fatal = Some("truncate during rewind failed");
@@ -477,9 +769,12 @@ impl PartitionLog {
         if self.broken.is_some() {
             self.try_repair(q);
         } else {
-            self.try_finish_roll(q);
-            self.flush_deferred(q, wall_ms);
-            self.maybe_sync(q);
+            self.try_cut(q);
+            if self.cut.is_none() {
+                self.try_finish_roll(q);
+                self.flush_deferred(q, wall_ms);
+                self.maybe_sync(q);
+            }
         }
         ev
     }
@@ -500,7 +795,7 @@ impl PartitionLog {
         if self.inflight > 0 || self.repairing {
             return;
         }
-        if self.durable_end < b.offset {
+        if self.durable_end < b.offset.min(self.leo) {
             self.sync_in_flight = true;
             self.inflight += 1;
             let file = self
@@ -514,10 +809,11 @@ impl PartitionLog {
             q.submit(IoOp::Sync { file }, IoTag::Log(self.id, tag));
             return;
         }
-        assert_eq!(self.durable_end, b.offset);
+        assert!(self.durable_end >= b.offset.min(self.leo));
         self.deferred.clear();
         self.tail.truncate_from(b.offset);
-        self.leo = b.offset;
+        self.epochs.truncate_from(b.offset);
+        self.leo = self.leo.min(b.offset);
         self.emitted_end = b.offset;
         self.written_end = self.written_end.min(b.offset);
         self.roll_at = None;
