@@ -7,6 +7,7 @@
 //! same order give the same outputs, byte for byte.
 
 pub mod batch;
+pub mod cluster;
 pub mod config;
 mod engine;
 pub mod io;

@@ -11,6 +11,7 @@ pub mod client;
 pub mod clock;
 pub mod disk;
 pub mod history;
+pub mod net;
 pub mod runner;
 pub mod swarm;
 pub mod trace;
