@@ -29,6 +29,24 @@ pub fn build_batch(records: &[RecordSpec]) -> Bytes {
     assemble(records, Compression::None, &encode_records(records))
 }
 
+/// A control batch (attributes bit 5) of one record with `key` and `value`, as a broker
+/// writes for transaction markers and Raft's leader change. Otherwise like [`build_batch`].
+pub fn build_control_batch(key: Bytes, value: Bytes, timestamp_ms: i64) -> Bytes {
+    let spec = RecordSpec {
+        key: Some(key),
+        value: Some(value),
+        headers: vec![],
+        timestamp_ms,
+    };
+    let mut batch = BytesMut::from(&build_batch(std::slice::from_ref(&spec))[..]);
+    let attributes =
+        i16::from_be_bytes([batch[at::ATTRIBUTES], batch[at::ATTRIBUTES + 1]]) | super::attr::CONTROL;
+    batch[at::ATTRIBUTES..at::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[at::ATTRIBUTES..]);
+    batch[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
+}
+
 /// Like [`build_batch`], with the records compressed as a Kafka producer would (snappy in
 /// snappy-java's framing, lz4 as independent-block frames).
 pub fn build_batch_compressed(records: &[RecordSpec], compression: Compression) -> Result<Bytes, BatchError> {

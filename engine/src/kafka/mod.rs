@@ -8,6 +8,7 @@
 
 mod admin;
 mod configs;
+pub mod control;
 mod coordinator;
 mod decode;
 mod fetch;
