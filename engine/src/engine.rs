@@ -16,6 +16,8 @@ use crate::log::partition::{LogEvent, LogId, PartIo, PartitionLog};
 use crate::log::read::{ReadJob, ReadOutcome, ReadStep};
 use crate::log::recovery::{Recovery, RecoveryStep};
 use crate::meta::{self, MetaImage, TopicMeta};
+use crate::raft::{HardState, NodeId};
+use crate::replica::{Envelope, GroupId, Replica};
 use crate::{BrokerConfig, ConnId, Input, Output, Time};
 
 /// What an outstanding IO op is for.
@@ -30,6 +32,8 @@ pub(crate) enum IoTag {
     Cleanup,
     /// One directory of a topic deletion, keyed by the metadata write that removed the topic.
     DeleteDir(u64),
+    /// A replica's Raft state file, written for the core of the given generation.
+    HardState(GroupId, HardState, u64),
 }
 
 /// Hands out tokens, remembers what each is for, and collects the ops to emit.
@@ -78,7 +82,18 @@ pub(crate) enum MetaWriteThen {
     DeleteDirs { op: u64, dirs: Vec<String> },
 }
 
-/// Who waits for a read job.
+/// Who waits for a read job: a Kafka request, or a Raft leader's follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFor {
+    Kafka(ReadOwner),
+    Raft {
+        group: GroupId,
+        to: NodeId,
+        generation: u64,
+    },
+}
+
+/// A Kafka request's read: which request, which slot of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReadOwner {
     /// A Kafka-layer request id.
@@ -105,11 +120,18 @@ pub struct Engine {
     /// Directory deletions in flight, one entry per deleted topic (a request may delete
     /// several): metadata write id → (admin op, directories left).
     deletions: BTreeMap<u64, (u64, usize)>,
-    reads: BTreeMap<u64, (ReadJob, LogId, ReadOwner)>,
+    reads: BTreeMap<u64, (ReadJob, LogId, ReadFor)>,
     next_read: u64,
     pub(crate) kafka: KafkaState,
     timer_at: Option<u64>,
     pub(crate) tail_cache_bytes: usize,
+    /// Raft groups of this node, and which log each drives.
+    pub(crate) replicas: BTreeMap<GroupId, Replica>,
+    pub(crate) group_of_log: BTreeMap<LogId, GroupId>,
+    /// Peer messages of this step, one envelope per destination.
+    pub(crate) outbox: BTreeMap<NodeId, Envelope>,
+    pub(crate) next_heartbeat_ms: u64,
+    pub(crate) next_raft_tick_ms: u64,
 }
 
 impl Engine {
@@ -135,6 +157,11 @@ impl Engine {
             kafka: KafkaState::default(),
             timer_at: None,
             tail_cache_bytes,
+            replicas: BTreeMap::new(),
+            group_of_log: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            next_heartbeat_ms: 0,
+            next_raft_tick_ms: 0,
         }
     }
 
@@ -164,8 +191,14 @@ impl Engine {
             Input::Start => self.start(),
             Input::ClientRequest { conn, seq, frame } => self.on_client_request(conn, seq, frame),
             Input::ConnectionClosed { conn } => self.on_connection_closed(conn),
-            Input::Tick => self.on_tick(),
+            Input::Tick => {
+                self.on_tick();
+                if self.replica_deadline().is_some_and(|at| at <= now.mono_ms) {
+                    self.replica_tick();
+                }
+            }
             Input::IoDone { token, result } => self.on_io_done(token, result),
+            Input::PeerMessage { from, msg } => self.on_peer_message(from, msg),
             Input::Shutdown => {
                 if self.lifecycle == Lifecycle::Running {
                     self.lifecycle = Lifecycle::Stopping;
@@ -179,6 +212,7 @@ impl Engine {
         self.after_step();
         out.append(&mut self.kafka.responses);
         out.append(&mut self.q.emitted);
+        self.flush_outbox(out);
         self.update_timer(out);
     }
 
@@ -202,7 +236,10 @@ impl Engine {
     }
 
     fn update_timer(&mut self, out: &mut Vec<Output>) {
-        let next = self.kafka.next_deadline();
+        let next = match (self.kafka.next_deadline(), self.replica_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if next.is_some() && next != self.timer_at {
             out.push(Output::SetTimer {
                 at_mono_ms: next.unwrap_or(0),
@@ -369,10 +406,23 @@ impl Engine {
                 if still_wanted {
                     let dir = meta::partition_dir(&topic, partition);
                     let config = self.log_config(&topic);
+                    let mut recovered = recovered;
+                    let raft_state = recovered.raft_state.take();
                     let log = PartitionLog::new(id, dir, config, recovered, self.tail_cache_bytes);
                     tracing::debug!(%topic, partition, leo = log.log_end_offset(), "partition ready");
                     self.logs.insert(id, log);
-                    self.partitions.insert((topic, partition), id);
+                    self.partitions.insert((topic.clone(), partition), id);
+                    let group = GroupId {
+                        topic_id: self.topic_id(&topic).unwrap_or(0),
+                        partition,
+                    };
+                    // Until the metadata log assigns replicas, a partition's only replica is
+                    // this node.
+                    let voters = vec![self.config.node_id];
+                    if let Err(e) = self.start_replica(group, id, voters, raft_state) {
+                        self.fail(e);
+                        return;
+                    }
                 }
                 if let Some(op) = op {
                     self.admin_progress(op);
@@ -415,6 +465,9 @@ impl Engine {
                     self.admin_progress(op);
                 }
             }
+            IoTag::HardState(group, hs, generation) => {
+                self.on_hard_state_written(group, hs, generation, result)
+            }
             IoTag::Cleanup => {
                 if let IoResult::Err(e) = result {
                     tracing::warn!(error = %e, "removing a deleted topic's data failed");
@@ -430,9 +483,16 @@ impl Engine {
             return;
         }
         if let Some(from) = ev.failed_from {
+            // The produces the failed write carried get KAFKA_STORAGE_ERROR; the others
+            // waiting on this log hear NOT_LEADER_OR_FOLLOWER as its replica halts.
             self.kafka_log_failed(id, from);
+            self.halt_replica(id);
+        }
+        if ev.repaired {
+            self.restart_replica_later(id);
         }
         if ev.advanced {
+            self.replica_log_changed(id);
             self.kafka_log_advanced(id);
         }
     }
@@ -444,8 +504,17 @@ impl Engine {
         job_start: impl FnOnce(&PartitionLog) -> (ReadJob, ReadStep),
         owner: ReadOwner,
     ) {
+        self.start_read_for(log_id, job_start, ReadFor::Kafka(owner));
+    }
+
+    pub(crate) fn start_read_for(
+        &mut self,
+        log_id: LogId,
+        job_start: impl FnOnce(&PartitionLog) -> (ReadJob, ReadStep),
+        owner: ReadFor,
+    ) {
         let Some(log) = self.logs.get(&log_id) else {
-            self.kafka_read_done(owner, ReadOutcome::Failed("partition is gone".into()));
+            self.read_done(owner, ReadOutcome::Failed("partition is gone".into()));
             return;
         };
         let (job, step) = job_start(log);
@@ -455,6 +524,17 @@ impl Engine {
         self.read_step(id, step);
     }
 
+    fn read_done(&mut self, owner: ReadFor, outcome: ReadOutcome) {
+        match owner {
+            ReadFor::Kafka(owner) => self.kafka_read_done(owner, outcome),
+            ReadFor::Raft {
+                group,
+                to,
+                generation,
+            } => self.replica_read_done(group, to, generation, outcome),
+        }
+    }
+
     fn read_step(&mut self, id: u64, step: ReadStep) {
         match step {
             ReadStep::Io(op) => {
@@ -462,7 +542,7 @@ impl Engine {
             }
             ReadStep::Done(outcome) => {
                 if let Some((_, _, owner)) = self.reads.remove(&id) {
-                    self.kafka_read_done(owner, outcome);
+                    self.read_done(owner, outcome);
                 }
             }
         }
@@ -530,6 +610,7 @@ impl Engine {
         let mut dirs = Vec::new();
         for p in 0..t.partitions {
             if let Some(id) = self.partitions.remove(&(name.to_string(), p)) {
+                self.stop_replica(id);
                 self.logs.remove(&id);
                 self.kafka_log_removed(id);
             }

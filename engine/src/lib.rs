@@ -15,6 +15,8 @@ pub mod kafka;
 pub mod log;
 mod meta;
 pub mod planted;
+pub mod raft;
+pub mod replica;
 
 use bytes::Bytes;
 
@@ -49,6 +51,9 @@ pub enum Input {
     Tick,
     /// An [`IoOp`] finished.
     IoDone { token: Token, result: IoResult },
+    /// A message from peer broker `from` (sent by its engine as [`Output::SendPeer`]); the
+    /// driver delivers it as it came or not at all (loss, delay and reordering are fine).
+    PeerMessage { from: i32, msg: Bytes },
     /// Stop gracefully: refuse new requests, finish and fsync in-flight writes, then emit
     /// [`Output::Stopped`].
     Shutdown,
@@ -69,6 +74,9 @@ pub enum Output {
     CloseConnection { conn: ConnId },
     /// Carry out a file operation and report its completion as [`Input::IoDone`].
     Io { token: Token, op: IoOp },
+    /// Send `msg` to peer broker `to`, to arrive there as an [`Input::PeerMessage`]. Best
+    /// effort: Raft tolerates loss, delay, duplication and reordering.
+    SendPeer { to: i32, msg: Bytes },
     /// Deliver an [`Input::Tick`] once `mono_ms` reaches `at_mono_ms` (earlier is harmless).
     SetTimer { at_mono_ms: u64 },
     /// Recovery is complete; the driver may accept client connections.

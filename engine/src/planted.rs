@@ -16,6 +16,18 @@ pub struct PlantedBugs {
     /// Offset index lookups return the entry after the right one.
     #[cfg(feature = "planted-bugs")]
     pub index_off_by_one: bool,
+    /// Raft: release a vote (or term change) before it is persisted.
+    #[cfg(feature = "planted-bugs")]
+    pub vote_without_persist: bool,
+    /// Raft: a follower acknowledges entries it has written but not fsynced.
+    #[cfg(feature = "planted-bugs")]
+    pub follower_ack_before_fsync: bool,
+    /// Raft: the leader advances the high watermark on a minority (itself).
+    #[cfg(feature = "planted-bugs")]
+    pub commit_on_minority: bool,
+    /// Raft: a follower appends over a divergent suffix without truncating it.
+    #[cfg(feature = "planted-bugs")]
+    pub skip_truncation: bool,
 }
 
 impl PlantedBugs {
@@ -28,6 +40,30 @@ impl PlantedBugs {
     pub fn skip_recovery_crc(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
         return self.skip_recovery_crc;
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+    pub fn vote_without_persist(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.vote_without_persist;
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+    pub fn follower_ack_before_fsync(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.follower_ack_before_fsync;
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+    pub fn commit_on_minority(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.commit_on_minority;
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+    pub fn skip_truncation(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.skip_truncation;
         #[cfg(not(feature = "planted-bugs"))]
         false
     }

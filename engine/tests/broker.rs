@@ -108,6 +108,9 @@ fn fetch(
     let bytes = p.records.clone().unwrap_or_default();
     let mut out = Vec::new();
     for (_, b) in scan(&bytes) {
+        if b.is_control() {
+            continue; // the Raft leader no-op, skipped as clients do
+        }
         for rec in decode_records(&b).unwrap() {
             out.push((
                 rec.offset,
@@ -133,6 +136,8 @@ fn list_offset(h: &mut Harness, topic: &str, partition: i32, ts: i64) -> (i16, i
     (p.error_code, p.offset, p.timestamp)
 }
 
+/// Every partition is a Raft group; its leader's no-op (a control batch) takes offset 0, and
+/// a restart elects a new term whose no-op takes the next offset.
 #[test]
 fn produce_fetch_restart() {
     let mut h = Harness::new(BrokerConfig::default());
@@ -140,40 +145,40 @@ fn produce_fetch_restart() {
     assert_eq!(create(&mut h, "t", 2, &[]), 36, "TOPIC_ALREADY_EXISTS");
     assert_eq!(
         produce(&mut h, "t", 0, build_batch(&records("a", 3, 1000))),
-        (0, 0)
+        (0, 1)
     );
     assert_eq!(
         produce(&mut h, "t", 0, build_batch(&records("b", 2, 2000))),
-        (0, 3)
+        (0, 4)
     );
     assert_eq!(
         produce(&mut h, "t", 1, build_batch(&records("c", 1, 3000))),
-        (0, 0)
+        (0, 1)
     );
     let (err, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
-    assert_eq!((err, hw), (0, 5));
-    assert_eq!(vals.iter().map(|v| v.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!((err, hw), (0, 6));
+    assert_eq!(vals.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     assert_eq!(vals[3].1, "b-0");
     assert_eq!(
-        fetch(&mut h, "t", 0, 4, 1 << 20).2,
-        vec![(3, "b-0".into()), (4, "b-1".into())]
+        fetch(&mut h, "t", 0, 5, 1 << 20).2,
+        vec![(4, "b-0".into()), (5, "b-1".into())]
     );
-    assert_eq!(fetch(&mut h, "t", 0, 6, 1 << 20).0, 1, "OFFSET_OUT_OF_RANGE");
-    assert_eq!(list_offset(&mut h, "t", 0, -1), (0, 5, -1));
+    assert_eq!(fetch(&mut h, "t", 0, 7, 1 << 20).0, 1, "OFFSET_OUT_OF_RANGE");
+    assert_eq!(list_offset(&mut h, "t", 0, -1), (0, 6, -1));
     assert_eq!(list_offset(&mut h, "t", 0, -2), (0, 0, -1));
-    assert_eq!(list_offset(&mut h, "t", 0, 1001), (0, 1, 1001));
-    assert_eq!(list_offset(&mut h, "t", 0, 1500), (0, 3, 2000));
+    assert_eq!(list_offset(&mut h, "t", 0, 1001), (0, 2, 1001));
+    assert_eq!(list_offset(&mut h, "t", 0, 1500), (0, 4, 2000));
     assert_eq!(list_offset(&mut h, "t", 0, 9999).1, -1);
-    assert_eq!(list_offset(&mut h, "t", 0, -3), (0, 4, 2001));
+    assert_eq!(list_offset(&mut h, "t", 0, -3), (0, 5, 2001));
 
     let mut h = h.crash_restart();
     let (err, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
-    assert_eq!((err, hw, vals.len()), (0, 5, 5));
+    assert_eq!((err, hw, vals.len()), (0, 7, 5), "the new term's no-op is at 6");
     assert_eq!(
         produce(&mut h, "t", 0, build_batch(&records("d", 1, 4000))),
-        (0, 5)
+        (0, 7)
     );
-    assert_eq!(fetch(&mut h, "t", 1, 0, 1 << 20).2, vec![(0, "c-0".into())]);
+    assert_eq!(fetch(&mut h, "t", 1, 0, 1 << 20).2, vec![(1, "c-0".into())]);
 }
 
 #[test]
@@ -182,7 +187,7 @@ fn unsynced_writes_are_not_acknowledged_and_vanish_on_crash() {
     assert_eq!(create(&mut h, "t", 1, &[]), 0);
     assert_eq!(
         produce(&mut h, "t", 0, build_batch(&records("a", 2, 1000))),
-        (0, 0)
+        (0, 1)
     );
     let seq = h.send(
         1,
@@ -198,7 +203,7 @@ fn unsynced_writes_are_not_acknowledged_and_vanish_on_crash() {
     assert!(!h.responses.contains_key(&(1, seq)), "no answer before fsync");
     let mut h = h.crash_restart();
     let (_, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
-    assert_eq!((hw, vals.len()), (2, 2));
+    assert_eq!((hw, vals.len()), (4, 2), "no-op, a-0, a-1, the new term's no-op");
 }
 
 #[test]
@@ -221,9 +226,9 @@ fn small_segments_roll_and_reads_use_the_index() {
     for i in 0..60 {
         let recs = records(&format!("r{i}"), 2, 10_000 + i * 10);
         let (err, base) = produce(&mut h, "s", 0, build_batch(&recs));
-        assert_eq!((err, base), (0, i * 2));
-        expected.push((i * 2, format!("r{i}-0")));
-        expected.push((i * 2 + 1, format!("r{i}-1")));
+        assert_eq!((err, base), (0, 1 + i * 2), "the no-op holds offset 0");
+        expected.push((1 + i * 2, format!("r{i}-0")));
+        expected.push((2 + i * 2, format!("r{i}-1")));
     }
     let logs = h
         .disk
@@ -232,7 +237,8 @@ fn small_segments_roll_and_reads_use_the_index() {
         .filter(|k| k.starts_with("s-0/") && k.ends_with(".log"))
         .count();
     assert!(logs >= 3, "segments rolled: {logs}");
-    for start in [0i64, 1, 37, 64, 119] {
+    // `expected[i]` holds offset i + 1.
+    for start in [1i64, 2, 37, 64, 120] {
         let (err, _, vals) = fetch(&mut h, "s", 0, start, 1 << 20);
         assert_eq!(err, 0);
         let first = vals
@@ -240,19 +246,22 @@ fn small_segments_roll_and_reads_use_the_index() {
             .position(|v| v.0 == start)
             .expect("the asked offset is returned");
         assert!(first <= 1);
-        assert_eq!(
-            vals[first..],
-            expected[start as usize..start as usize + vals.len() - first]
-        );
+        let at = start as usize - 1;
+        assert_eq!(vals[first..], expected[at..at + vals.len() - first]);
     }
+    let (_, _, vals) = fetch(&mut h, "s", 0, 0, 1 << 20);
+    assert_eq!(
+        vals[0], expected[0],
+        "a fetch from the no-op starts with the first record"
+    );
     // a tiny max_bytes still returns one whole batch
-    let (_, _, vals) = fetch(&mut h, "s", 0, 50, 1);
+    let (_, _, vals) = fetch(&mut h, "s", 0, 51, 1);
     assert_eq!(vals, expected[50..52]);
-    assert_eq!(list_offset(&mut h, "s", 0, 10_305), (0, 62, 10_310));
-    assert_eq!(list_offset(&mut h, "s", 0, 10_301), (0, 61, 10_301));
+    assert_eq!(list_offset(&mut h, "s", 0, 10_305), (0, 63, 10_310));
+    assert_eq!(list_offset(&mut h, "s", 0, 10_301), (0, 62, 10_301));
     let mut h = h.crash_restart();
-    let (_, hw, vals) = fetch(&mut h, "s", 0, 99, 1 << 20);
-    assert_eq!(hw, 120);
+    let (_, hw, vals) = fetch(&mut h, "s", 0, 100, 1 << 20);
+    assert_eq!(hw, 122, "120 records, two no-ops");
     assert_eq!(vals[0], expected[98]);
 }
 
@@ -285,8 +294,8 @@ fn invalid_batches_are_refused_with_kafka_codes() {
     );
     assert_eq!(
         produce(&mut h, "t", 0, good),
-        (0, 0),
-        "nothing was appended before"
+        (0, 1),
+        "nothing but the leader no-op was appended before"
     );
 }
 
@@ -294,15 +303,16 @@ fn invalid_batches_are_refused_with_kafka_codes() {
 fn long_poll_waits_for_data_or_timeout() {
     let mut h = Harness::new(BrokerConfig::default());
     assert_eq!(create(&mut h, "t", 1, &[]), 0);
-    let seq = h.send(2, ApiKey::Fetch, 11, &fetch_req("t", 0, 0, 1 << 20, 500));
+    // Offset 0 holds the leader no-op: wait past it.
+    let seq = h.send(2, ApiKey::Fetch, 11, &fetch_req("t", 0, 1, 1 << 20, 500));
     h.settle();
     assert!(h.take(2, seq, ApiKey::Fetch, 11).is_none(), "waits");
-    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("a", 1, 1))), (0, 0));
+    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("a", 1, 1))), (0, 1));
     let Some(ResponseKind::Fetch(r)) = h.take(2, seq, ApiKey::Fetch, 11) else {
         panic!("answered on new data")
     };
     assert!(!r.responses[0].partitions[0].records.as_ref().unwrap().is_empty());
-    let seq = h.send(2, ApiKey::Fetch, 11, &fetch_req("t", 0, 1, 1 << 20, 500));
+    let seq = h.send(2, ApiKey::Fetch, 11, &fetch_req("t", 0, 2, 1 << 20, 500));
     h.advance(499);
     assert!(h.take(2, seq, ApiKey::Fetch, 11).is_none());
     h.advance(2);
@@ -356,7 +366,7 @@ fn one_request_deletes_several_topics() {
     let mut h = Harness::new(BrokerConfig::default());
     for t in ["x", "y"] {
         assert_eq!(create(&mut h, t, 2, &[]), 0);
-        assert_eq!(produce(&mut h, t, 1, build_batch(&records(t, 2, 5))), (0, 0));
+        assert_eq!(produce(&mut h, t, 1, build_batch(&records(t, 2, 5))), (0, 1));
     }
     let del = DeleteTopicsRequest::default().with_topic_names(vec![name("x"), name("nope"), name("y")]);
     let ResponseKind::DeleteTopics(r) = h.call(ApiKey::DeleteTopics, 4, &del) else {
@@ -379,7 +389,7 @@ fn one_request_deletes_several_topics() {
 fn full_disk_fails_produces_then_the_log_rewinds_and_continues_densely() {
     let mut h = Harness::new(BrokerConfig::default());
     assert_eq!(create(&mut h, "t", 1, &[]), 0);
-    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("a", 2, 1))), (0, 0));
+    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("a", 2, 1))), (0, 1));
     h.disk.full = true;
     assert_eq!(
         produce(&mut h, "t", 0, build_batch(&records("b", 2, 1))).0,
@@ -387,9 +397,17 @@ fn full_disk_fails_produces_then_the_log_rewinds_and_continues_densely() {
         "KAFKA_STORAGE_ERROR"
     );
     h.disk.full = false;
-    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("c", 1, 1))), (0, 2));
+    // The partition's replica restarts an election timeout after its log rewound: a new
+    // term, whose no-op takes offset 3.
+    assert_eq!(
+        produce(&mut h, "t", 0, build_batch(&records("c", 1, 1))).0,
+        6,
+        "NOT_LEADER_OR_FOLLOWER"
+    );
+    h.advance(1_000);
+    assert_eq!(produce(&mut h, "t", 0, build_batch(&records("c", 1, 1))), (0, 4));
     let (_, hw, vals) = fetch(&mut h, "t", 0, 0, 1 << 20);
-    assert_eq!(hw, 3);
+    assert_eq!(hw, 5);
     assert_eq!(
         vals.iter().map(|v| v.1.as_str()).collect::<Vec<_>>(),
         vec!["a-0", "a-1", "c-0"]
@@ -428,7 +446,7 @@ fn every_advertised_version_is_answered() {
     assert_eq!(create(&mut h, "t", 1, &[]), 0);
     assert_eq!(
         produce(&mut h, "t", 0, build_batch(&records("a", 2, 1000))),
-        (0, 0)
+        (0, 1)
     );
     let topic_id = {
         let ResponseKind::Metadata(m) = h.call(
@@ -576,12 +594,12 @@ fn one_produce_request_many_partitions_with_per_partition_errors() {
                 .map(|p| (p.error_code, p.base_offset))
         })
         .collect();
-    assert_eq!(codes, vec![(0, 0), (2, -1), (3, -1), (3, -1)]);
+    assert_eq!(codes, vec![(0, 1), (2, -1), (3, -1), (3, -1)]);
     assert_eq!(fetch(&mut h, "t", 0, 0, 1 << 20).2.len(), 2);
     assert_eq!(
         fetch(&mut h, "t", 1, 0, 1 << 20).1,
-        0,
-        "nothing appended to the partition that failed"
+        1,
+        "nothing but the no-op in the partition that failed"
     );
 }
 
@@ -619,12 +637,12 @@ fn large_batches_are_stored_without_copying_and_read_back_identically() {
             "large enough to be stored in two pieces"
         );
         let sent = first.clone();
-        assert_eq!(produce(&mut h, topic, 0, first), (0, 0));
+        assert_eq!(produce(&mut h, topic, 0, first), (0, 1));
         assert_eq!(
             produce(&mut h, topic, 0, build_batch(&records("s", 2, 5))),
-            (0, 40)
+            (0, 41)
         );
-        assert_eq!(produce(&mut h, topic, 0, second), (0, 42));
+        assert_eq!(produce(&mut h, topic, 0, second), (0, 43));
         assert_eq!(sent, big("a"), "the request's bytes are left as they came");
     }
     let from_tail: Vec<Bytes> = ["create", "append"].map(|t| fetch_raw(&mut h, t)).into();
@@ -632,16 +650,18 @@ fn large_batches_are_stored_without_copying_and_read_back_identically() {
     let mut h = h.crash_restart();
     for (topic, tail) in ["create", "append"].into_iter().zip(from_tail) {
         let from_disk = fetch_raw(&mut h, topic);
-        assert_eq!(
-            tail, from_disk,
-            "{topic}: the tail cache and the disk hold the same bytes"
+        assert!(
+            from_disk.starts_with(&tail),
+            "{topic}: the tail cache and the disk hold the same bytes (the disk has the new term's no-op too)"
         );
         let batches: Vec<_> = scan(&from_disk).collect();
-        assert_eq!(batches.len(), 3, "{topic}: three batches with valid CRCs");
+        assert_eq!(batches.len(), 5, "{topic}: five batches with valid CRCs");
         let bases: Vec<i64> = batches.iter().map(|(_, v)| v.base_offset()).collect();
-        assert_eq!(bases, vec![0, 40, 42]);
-        let recs = decode_records(&batches[2].1).unwrap();
-        assert_eq!(recs[0].offset, 42);
+        assert_eq!(bases, vec![0, 1, 41, 43, 83]);
+        let control: Vec<bool> = batches.iter().map(|(_, v)| v.is_control()).collect();
+        assert_eq!(control, vec![true, false, false, false, true]);
+        let recs = decode_records(&batches[3].1).unwrap();
+        assert_eq!(recs[0].offset, 43);
         assert!(String::from_utf8(recs[0].value.clone().unwrap().to_vec())
             .unwrap()
             .starts_with("b-"));

@@ -227,6 +227,11 @@ impl<E: Driven> Driver<E> {
                 error!("engine stopped on a fatal error: {reason}");
                 return Some(Err(ShellError::Fatal(reason)));
             }
+            Output::SendPeer { to, .. } => {
+                // Only a node configured with peers sends to them, and the shell does not
+                // take `--peers` until the peer transport (net/src/peer) is wired in.
+                warn!(to, "no peer transport in this shell: message dropped");
+            }
         }
         None
     }

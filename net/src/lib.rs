@@ -11,6 +11,7 @@ pub mod disk;
 mod driver;
 mod error;
 pub mod framing;
+pub mod peer;
 mod timer;
 
 use std::future::Future;

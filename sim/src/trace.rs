@@ -168,6 +168,11 @@ fn hash_output(h: &mut Fnv64, output: &Output) {
             h.tag(6);
             h.blob(reason.as_bytes());
         }
+        Output::SendPeer { to, msg } => {
+            h.tag(7);
+            h.u64(*to as u64);
+            h.blob(msg);
+        }
         other => {
             h.tag(255);
             h.blob(format!("{other:?}").as_bytes());

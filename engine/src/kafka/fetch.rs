@@ -118,6 +118,9 @@ impl Engine {
         part.log = Some(log_id);
         part.high_watermark = log.high_watermark() as i64;
         part.log_start = log.log_start_offset as i64;
+        if !log.is_serving() {
+            return code::NOT_LEADER_OR_FOLLOWER;
+        }
         if epoch >= 0 && epoch > log.leader_epoch {
             return code::UNKNOWN_LEADER_EPOCH;
         }

@@ -61,6 +61,7 @@ impl Engine {
                     .and_then(|id| self.logs.get(id));
                 match log {
                     None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(log) if !log.is_serving() => pr.error_code = code::NOT_LEADER_OR_FOLLOWER,
                     Some(log) if p.current_leader_epoch > log.leader_epoch => {
                         pr.error_code = code::UNKNOWN_LEADER_EPOCH
                     }
@@ -155,8 +156,8 @@ impl Engine {
         }
     }
 
-    /// A single-node log has one leader epoch for its whole life: its end offset is the
-    /// log end offset; a later epoch is unknown.
+    /// Answers from each leader's epoch history (Kafka's leader-epoch-checkpoint): the
+    /// largest epoch at or below the one asked, and the offset where it ends.
     pub(crate) fn handle_offset_for_leader_epoch(&self, req: OffsetForLeaderEpochRequest) -> ResponseKind {
         let mut response = OffsetForLeaderEpochResponse::default();
         for t in req.topics {
@@ -173,17 +174,21 @@ impl Engine {
                     .and_then(|id| self.logs.get(id))
                 {
                     None => r.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(log) if !log.is_serving() => r.error_code = code::NOT_LEADER_OR_FOLLOWER,
                     Some(log) if p.current_leader_epoch > log.leader_epoch => {
                         r.error_code = code::UNKNOWN_LEADER_EPOCH
                     }
                     Some(log) if p.current_leader_epoch >= 0 && p.current_leader_epoch < log.leader_epoch => {
                         r.error_code = code::FENCED_LEADER_EPOCH
                     }
-                    Some(log) if p.leader_epoch <= log.leader_epoch => {
-                        r.leader_epoch = log.leader_epoch;
-                        r.end_offset = log.log_end_offset() as i64;
+                    // Kafka's answer from the epoch history: the largest epoch <= the one
+                    // asked and where it ends, so a client can see that its log diverged.
+                    Some(log) => {
+                        if let Some((epoch, end)) = log.end_for_epoch(p.leader_epoch) {
+                            r.leader_epoch = epoch;
+                            r.end_offset = end as i64;
+                        }
                     }
-                    Some(_) => {}
                 }
                 tr.partitions.push(r);
             }

@@ -39,6 +39,7 @@ pub mod code {
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const INVALID_REQUIRED_ACKS: i16 = 21;
@@ -110,6 +111,10 @@ pub(crate) struct KafkaState {
     requests: BTreeMap<u64, Pending>,
     /// Produces waiting for durability: (log, last offset, request, slot).
     produce_waits: BTreeSet<(LogId, u64, u64, usize)>,
+    /// acks=1 produces: (log, last offset, request, slot), answered once the leader's
+    /// durable end passes the batch. `produce_waits` holds acks=all, answered on the high
+    /// watermark.
+    produce_waits_leader: BTreeSet<(LogId, u64, u64, usize)>,
     /// Fetches waiting for data: (log, request).
     fetch_waits: BTreeSet<(LogId, u64)>,
     /// Fetch deadlines: (mono ms, request).
@@ -139,6 +144,8 @@ impl KafkaState {
         }
         let requests = &self.requests;
         self.produce_waits
+            .retain(|&(_, _, r, _)| requests.contains_key(&r));
+        self.produce_waits_leader
             .retain(|&(_, _, r, _)| requests.contains_key(&r));
         self.fetch_waits.retain(|&(_, r)| requests.contains_key(&r));
         self.deadlines.retain(|&(_, r)| requests.contains_key(&r));
@@ -360,6 +367,12 @@ impl Engine {
     /// Writes from `from` on failed on `log`.
     pub(crate) fn kafka_log_failed(&mut self, log: LogId, from: u64) {
         self.produce_log_failed(log, from, code::KAFKA_STORAGE_ERROR);
+    }
+
+    /// This node no longer leads `log`'s group: produces waiting on it will not be
+    /// acknowledged here (the new leader may keep or drop their batches).
+    pub(crate) fn kafka_leadership_lost(&mut self, log: LogId) {
+        self.produce_log_failed(log, 0, code::NOT_LEADER_OR_FOLLOWER);
     }
 
     /// `log` was deleted.

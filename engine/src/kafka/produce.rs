@@ -1,5 +1,6 @@
-//! Produce: validate each partition's batch, append it, and answer once every appended
-//! batch is durable (acks=1 and acks=all alike on a single node; acks=0 gets no answer).
+//! Produce: validate each partition's batch, append it on the partition's Raft leader, and
+//! answer once every appended batch is acknowledged: acks=1 when the leader has it fsynced,
+//! acks=all when the high watermark (Raft's commit end) passes it; acks=0 gets no answer.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
@@ -24,7 +25,7 @@ impl Engine {
         let acks = req.acks;
         let acks_valid = matches!(acks, -1..=1);
         let mut response = ProduceResponse::default();
-        let mut waits: Vec<(LogId, u64, usize)> = Vec::new();
+        let mut waits: Vec<(LogId, u64, usize, bool)> = Vec::new();
         let mut slots = Vec::new();
         let mut any_error = false;
         for (ti, topic) in req.topic_data.into_iter().enumerate() {
@@ -35,7 +36,7 @@ impl Engine {
                     .with_index(part.index)
                     .with_base_offset(-1);
                 let outcome = if acks_valid {
-                    self.produce_one(&name, part.index, part.records)
+                    self.produce_one(&name, part.index, part.records, acks == -1)
                 } else {
                     Err((code::INVALID_REQUIRED_ACKS, None))
                 };
@@ -46,7 +47,7 @@ impl Engine {
                             .with_log_append_time_ms(append_time)
                             .with_log_start_offset(log_start);
                         if acks != 0 {
-                            waits.push((log, last, slots.len()));
+                            waits.push((log, last, slots.len(), acks == -1));
                         }
                     }
                     Err((error, message)) => {
@@ -89,8 +90,12 @@ impl Engine {
             }),
         );
         let logs: Vec<LogId> = waits.iter().map(|w| w.0).collect();
-        for (log, last, slot) in waits {
-            self.kafka.produce_waits.insert((log, last, id, slot));
+        for (log, last, slot, all) in waits {
+            if all {
+                self.kafka.produce_waits.insert((log, last, id, slot));
+            } else {
+                self.kafka.produce_waits_leader.insert((log, last, id, slot));
+            }
         }
         for log in logs {
             self.produce_log_advanced(log);
@@ -104,14 +109,29 @@ impl Engine {
         topic: &str,
         partition: i32,
         records: Option<bytes::Bytes>,
+        acks_all: bool,
     ) -> Result<(LogId, u64, u64, i64, i64), (i16, Option<String>)> {
         let Some(&log_id) = self.partitions.get(&(topic.to_string(), partition)) else {
             return Err((code::UNKNOWN_TOPIC_OR_PARTITION, None));
         };
         let wall_ms = self.now.wall_ms;
+        let live = self.live_replicas(log_id);
+        let quorum = self.replica_of(log_id).map_or(1, |r| r.voters.len() / 2 + 1);
         let Some(log) = self.logs.get_mut(&log_id) else {
             return Err((code::UNKNOWN_TOPIC_OR_PARTITION, None));
         };
+        if !log.is_leader {
+            return Err((code::NOT_LEADER_OR_FOLLOWER, None));
+        }
+        if acks_all && live.is_some_and(|live| live < quorum) {
+            return Err((
+                code::NOT_ENOUGH_REPLICAS,
+                Some(format!(
+                    "{} of {quorum} needed replicas are reachable",
+                    live.unwrap_or(0)
+                )),
+            ));
+        }
         let records = records.unwrap_or_default();
         let info = validate_produce(&records, log.config.max_message_bytes)
             .map_err(|e| (e.error_code(), Some(e.to_string())))?;
@@ -132,29 +152,50 @@ impl Engine {
     /// Answers the produces whose batches on `log` are now acknowledged.
     pub(crate) fn produce_log_advanced(&mut self, log: LogId) {
         let Some(l) = self.logs.get(&log) else { return };
-        let end = l.ack_end(self.config.planted.ack_before_fsync());
-        let done: Vec<(LogId, u64, u64, usize)> = self
+        let planted = self.config.planted.ack_before_fsync();
+        let leader_end = l.ack_end(planted);
+        let all_end = if planted { leader_end } else { l.high_watermark() };
+        let mut done: Vec<(LogId, u64, u64, usize)> = self
             .kafka
             .produce_waits
-            .range((log, 0, 0, 0)..(log, end, 0, 0))
+            .range((log, 0, 0, 0)..(log, all_end, 0, 0))
             .copied()
             .collect();
+        for w in &done {
+            self.kafka.produce_waits.remove(w);
+        }
+        let leader: Vec<(LogId, u64, u64, usize)> = self
+            .kafka
+            .produce_waits_leader
+            .range((log, 0, 0, 0)..(log, leader_end, 0, 0))
+            .copied()
+            .collect();
+        for w in &leader {
+            self.kafka.produce_waits_leader.remove(w);
+        }
+        done.extend(leader);
         for w in done {
-            self.kafka.produce_waits.remove(&w);
             self.produce_slot_done(w.2, w.3, None);
         }
     }
 
     /// Fails the produces waiting on `log` for offsets at or after `from`.
     pub(crate) fn produce_log_failed(&mut self, log: LogId, from: u64, error: i16) {
-        let failed: Vec<(LogId, u64, u64, usize)> = self
-            .kafka
-            .produce_waits
-            .range((log, from, 0, 0)..(log + 1, 0, 0, 0))
-            .copied()
-            .collect();
+        let mut failed = Vec::new();
+        for waits in [
+            &mut self.kafka.produce_waits,
+            &mut self.kafka.produce_waits_leader,
+        ] {
+            let these: Vec<(LogId, u64, u64, usize)> = waits
+                .range((log, from, 0, 0)..(log + 1, 0, 0, 0))
+                .copied()
+                .collect();
+            for w in &these {
+                waits.remove(w);
+            }
+            failed.extend(these);
+        }
         for w in failed {
-            self.kafka.produce_waits.remove(&w);
             self.produce_slot_done(w.2, w.3, Some(error));
         }
     }

@@ -2,10 +2,10 @@
 pub mod epochs;
 pub mod index;
 pub mod partition;
+#[cfg(test)]
+mod partition_tests;
 pub mod read;
 pub mod recovery;
 pub mod segment;
 pub mod stored;
 pub mod tail;
-#[cfg(test)]
-mod partition_tests;

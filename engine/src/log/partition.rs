@@ -67,6 +67,8 @@ pub struct LogEvent {
     pub failed_from: Option<u64>,
     /// An fsync failed: the node must stop.
     pub fatal: Option<&'static str>,
+    /// A rewind after a failed write finished: the log accepts writes again.
+    pub repaired: bool,
 }
 
 /// Why an append was refused.
@@ -146,8 +148,21 @@ pub struct PartitionLog {
     /// Which epoch wrote which offsets: covers `[log_start_offset, leo)`.
     epochs: EpochHistory,
     cut: Option<Cut>,
+    /// (base, last) of the most recent batches, newest last, for Raft's batch lookups.
+    recent: VecDeque<(u64, u64)>,
+    /// Raft's commit end when a replica drives this log; without one, the durable end is
+    /// the high watermark (the single-node behaviour before replication).
+    pub commit_end: Option<u64>,
+    /// This replica leads its Raft group (always true for a log no replica drives).
+    pub is_leader: bool,
+    /// The end of the current leader term's no-op: until the high watermark reaches it the
+    /// leader does not know what is committed and serves no reads.
+    pub serving_from: u64,
     pub tail: TailCache,
 }
+
+/// Batches remembered in `recent`.
+const RECENT_BATCHES_MAX: usize = 1024;
 
 impl PartitionLog {
     /// A log over recovered segments (at least one; the last is the active one), all of
@@ -159,7 +174,7 @@ impl PartitionLog {
         recovered: Recovered,
         tail_cache_bytes: usize,
     ) -> Self {
-        let Recovered { segments, epochs } = recovered;
+        let Recovered { segments, epochs, .. } = recovered;
         assert!(!segments.is_empty(), "a log has an active segment");
         let leo = segments.last().map_or(0, |s| s.next_offset);
         let durable_position = segments.last().map_or(0, |s| s.size_bytes);
@@ -186,6 +201,10 @@ impl PartitionLog {
             repairing: false,
             epochs,
             cut: None,
+            recent: VecDeque::new(),
+            commit_end: None,
+            is_leader: true,
+            serving_from: 0,
             tail: TailCache::new(tail_cache_bytes),
         }
     }
@@ -211,6 +230,31 @@ impl PartitionLog {
     /// Kafka's OffsetForLeaderEpoch on this log.
     pub fn end_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
         self.epochs.end_for_epoch(epoch, self.leo)
+    }
+
+    /// The base offset of the batch holding `offset`, if it is one of the recent batches.
+    pub fn batch_base(&self, offset: u64) -> Option<u64> {
+        if offset >= self.leo {
+            return None;
+        }
+        let i = self.recent.partition_point(|&(_, last)| last < offset);
+        self.recent
+            .get(i)
+            .filter(|&&(base, _)| base <= offset)
+            .map(|&(base, _)| base)
+    }
+
+    fn remember(&mut self, base: u64, last: u64) {
+        if self.recent.len() == RECENT_BATCHES_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((base, last));
+    }
+
+    fn forget_from(&mut self, offset: u64) {
+        while self.recent.back().is_some_and(|&(base, _)| base >= offset) {
+            self.recent.pop_back();
+        }
     }
 
     /// One past the last offset known durable on this replica.
@@ -241,9 +285,20 @@ impl PartitionLog {
         self.leo
     }
 
-    /// The high watermark: every offset below it is fsynced and readable.
+    /// The high watermark: every offset below it is committed (fsynced on a quorum of
+    /// replicas, or on this one when no replica drives the log) and readable.
     pub fn high_watermark(&self) -> u64 {
-        self.durable_end
+        self.commit_end.unwrap_or(self.durable_end).min(self.leo)
+    }
+
+    /// A failed write is being undone: nothing new is accepted until it is.
+    pub fn is_rewinding(&self) -> bool {
+        self.broken.is_some()
+    }
+
+    /// Leads its group and knows what is committed: reads may be answered here.
+    pub fn is_serving(&self) -> bool {
+        self.is_leader && self.high_watermark() >= self.serving_from
     }
 
     /// The end a produce may be acknowledged against: durable, unless a planted bug says
@@ -299,6 +354,7 @@ impl PartitionLog {
         let bytes = StoredBatch::stamp(records, base as i64, self.leader_epoch, log_append_time);
         let max_ts = log_append_time.unwrap_or(info.max_timestamp);
         self.note_epoch(q, self.leader_epoch, base);
+        self.remember(base, last);
         self.leo = last + 1;
         self.tail.push(base, last, bytes.clone());
         self.deferred.push_back(Deferred {
@@ -310,6 +366,37 @@ impl PartitionLog {
         self.flush_deferred(q, wall_ms);
         self.maybe_sync(q);
         Ok((base, last))
+    }
+
+    /// Appends a batch the broker built itself (the Raft leader no-op, later transaction
+    /// markers) at the current leader epoch. Returns its first and last offsets.
+    pub(crate) fn append_own(
+        &mut self,
+        q: &mut IoQueue,
+        batch: &Bytes,
+        wall_ms: i64,
+    ) -> Result<(u64, u64), AppendError> {
+        let view = batch::BatchView::parse(batch).map_err(|e| AppendError::Invalid(e.to_string()))?;
+        let info = BatchInfo {
+            record_count: view.record_count(),
+            last_offset_delta: view.last_offset_delta(),
+            // Control batches do not take part in timestamp lookups (see `read.rs`).
+            max_timestamp: if view.is_control() {
+                -1
+            } else {
+                view.max_timestamp()
+            },
+            size_bytes: view.size_bytes(),
+            compression: view
+                .compression()
+                .map_err(|e| AppendError::Invalid(e.to_string()))?,
+        };
+        if info.record_count < 1 || info.last_offset_delta < 0 || info.size_bytes != batch.len() {
+            return Err(AppendError::Invalid(
+                "a batch of our own must hold records".into(),
+            ));
+        }
+        self.append(q, batch, info, wall_ms)
     }
 
     /// Appends a batch a leader already stamped (the follower side of replication): it must
@@ -350,8 +437,14 @@ impl PartitionLog {
                 self.last_epoch()
             )));
         }
-        let (base, last, max_ts) = (base as u64, last as u64, view.max_timestamp());
+        let max_ts = if view.is_control() {
+            -1
+        } else {
+            view.max_timestamp()
+        };
+        let (base, last) = (base as u64, last as u64);
         self.note_epoch(q, epoch, base);
+        self.remember(base, last);
         let bytes = StoredBatch::whole(batch);
         self.leo = last + 1;
         self.tail.push(base, last, bytes.clone());
@@ -387,6 +480,7 @@ impl PartitionLog {
         }
         self.tail.truncate_from(offset);
         self.epochs.truncate_from(offset);
+        self.forget_from(offset);
         self.leo = offset;
         self.written_end = self.written_end.min(offset);
         self.durable_end = self.durable_end.min(offset);
@@ -764,6 +858,7 @@ impl PartitionLog {
                 }
                 self.repairing = false;
                 self.broken = None;
+                ev.repaired = true;
             }
         }
         if self.broken.is_some() {
@@ -813,6 +908,7 @@ impl PartitionLog {
         self.deferred.clear();
         self.tail.truncate_from(b.offset);
         self.epochs.truncate_from(b.offset);
+        self.forget_from(b.offset);
         self.leo = self.leo.min(b.offset);
         self.emitted_end = b.offset;
         self.written_end = self.written_end.min(b.offset);

@@ -224,7 +224,9 @@ impl ReadJob {
                 (self.size_bytes >= max_bytes).then(|| self.done())
             }
             ReadGoal::Timestamp { offset, timestamp_ms } => {
-                if last < offset || view.max_timestamp() < timestamp_ms {
+                // Control batches (the Raft no-op, transaction markers) hold no records a
+                // timestamp lookup may return.
+                if last < offset || view.is_control() || view.max_timestamp() < timestamp_ms {
                     return None;
                 }
                 let records = match batch::iter_records(view) {

@@ -21,6 +21,7 @@ const SCAN_CHUNK_BYTES: u64 = 1024 * 1024;
 enum Phase {
     List,
     ReadCheckpoint,
+    ReadRaftState,
     CreateDir,
     CreateFirstSegment,
     ReadIndex,
@@ -45,7 +46,12 @@ pub struct Recovered {
     pub segments: Vec<Segment>,
     /// The checkpoint, corrected by every batch the scan read and cut at the log end.
     pub epochs: EpochHistory,
+    /// The bytes of the replica's Raft state file, if it has one (decoded by its owner).
+    pub raft_state: Option<Bytes>,
 }
+
+/// The Raft state file beside a log (written and decoded by `crate::replica`).
+pub const RAFT_STATE_FILE: &str = "raft.state";
 
 #[derive(Debug)]
 pub struct Recovery {
@@ -60,6 +66,7 @@ pub struct Recovery {
     segment: Option<Segment>,
     done: Vec<Segment>,
     epochs: EpochHistory,
+    raft_state: Option<Bytes>,
     phase: Phase,
 }
 
@@ -81,6 +88,7 @@ impl Recovery {
             segment: None,
             done: Vec::new(),
             epochs: EpochHistory::new(),
+            raft_state: None,
             phase: Phase::List,
         };
         (r, RecoveryStep::Io(IoOp::List { dir: dir.to_string() }))
@@ -102,23 +110,24 @@ impl Recovery {
                 self.listing = entries;
                 if self.has_file(CHECKPOINT_FILE).is_some() {
                     self.phase = Phase::ReadCheckpoint;
-                    return Ok(RecoveryStep::Io(IoOp::Read {
-                        file: format!("{}/{CHECKPOINT_FILE}", self.dir),
-                        position: 0,
-                        len: u32::MAX,
-                    }));
+                    return Ok(self.read_state_file(CHECKPOINT_FILE));
                 }
-                Ok(self.listed())
+                Ok(self.after_checkpoint())
             }
             (Phase::ReadCheckpoint, IoResult::Read(bytes)) => {
                 self.epochs = EpochHistory::decode(&bytes)
                     .map_err(|e| format!("{}/{CHECKPOINT_FILE} is damaged: {e}", self.dir))?;
+                Ok(self.after_checkpoint())
+            }
+            (Phase::ReadRaftState, IoResult::Read(bytes)) => {
+                self.raft_state = Some(bytes);
                 Ok(self.listed())
             }
             (Phase::CreateDir, IoResult::Done) => Ok(self.create_first_segment()),
             (Phase::CreateFirstSegment, IoResult::Done) => Ok(RecoveryStep::Done(Recovered {
                 segments: vec![Segment::new(&self.dir, 0)],
                 epochs: std::mem::take(&mut self.epochs),
+                raft_state: self.raft_state.take(),
             })),
             (Phase::ReadIndex, r) => {
                 let index = match r {
@@ -167,6 +176,22 @@ impl Recovery {
                 self.dir
             )),
         }
+    }
+
+    fn read_state_file(&self, name: &str) -> RecoveryStep {
+        RecoveryStep::Io(IoOp::Read {
+            file: format!("{}/{name}", self.dir),
+            position: 0,
+            len: u32::MAX,
+        })
+    }
+
+    fn after_checkpoint(&mut self) -> RecoveryStep {
+        if self.has_file(RAFT_STATE_FILE).is_some() {
+            self.phase = Phase::ReadRaftState;
+            return self.read_state_file(RAFT_STATE_FILE);
+        }
+        self.listed()
     }
 
     fn segment_ref(&self) -> &Segment {
@@ -292,7 +317,13 @@ impl Recovery {
                     let base = view.base_offset().max(0) as u64;
                     let last = view.last_offset().max(0) as u64;
                     let epoch = view.partition_leader_epoch();
-                    noted.push((base, last, view.max_timestamp(), view.size_bytes() as u64, epoch));
+                    // Control batches (the Raft no-op) take no part in timestamp lookups.
+                    let ts = if view.is_control() {
+                        -1
+                    } else {
+                        view.max_timestamp()
+                    };
+                    noted.push((base, last, ts, view.size_bytes() as u64, epoch));
                     at += view.size_bytes();
                 }
                 Err(e) => break Some(e),
@@ -380,6 +411,10 @@ impl Recovery {
         let end = segments.last().map_or(0, |s| s.next_offset);
         let mut epochs = std::mem::take(&mut self.epochs);
         epochs.truncate_from(end);
-        RecoveryStep::Done(Recovered { segments, epochs })
+        RecoveryStep::Done(Recovered {
+            segments,
+            epochs,
+            raft_state: self.raft_state.take(),
+        })
     }
 }

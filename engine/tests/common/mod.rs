@@ -197,6 +197,7 @@ impl Harness {
                 Output::Ready => self.ready = true,
                 Output::Stopped => self.stopped = true,
                 Output::Fatal { reason } => self.fatal = Some(reason),
+                Output::SendPeer { to, .. } => panic!("a single node has no peer {to} to send to"),
             }
         }
     }
