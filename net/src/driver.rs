@@ -12,6 +12,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use gregor_engine::{ConnId, Input, IoResult, Output, Time};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -22,6 +23,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::conn::{self, ConnParams, ToConn};
 use crate::disk::{Completion, DiskConfig, DiskExecutor};
 use crate::framing::FrameDecoder;
+use crate::peer::{PeerNet, TokioTcp};
 use crate::timer::Timer;
 use crate::{Driven, ShellConfig, ShellError};
 
@@ -69,17 +71,56 @@ struct Driver<E> {
     local_addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
     events_tx: mpsc::Sender<Event>,
+    peers: Option<PeerNet>,
+    inbox_pump: Option<JoinHandle<()>>,
 }
+
+/// The shell's bound listeners.
+pub(crate) struct Listeners {
+    pub clients: TcpListener,
+    pub local_addr: SocketAddr,
+    pub peers: Option<TcpListener>,
+}
+
+/// Peer messages waiting for the driver, at most (the transport stops reading from peers
+/// while the driver is behind, which pushes back on their queues).
+const PEER_INBOX_MAX: usize = 1024;
 
 pub(crate) async fn drive<E: Driven>(
     config: ShellConfig,
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listeners: Listeners,
     engine: E,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ShellError> {
+    let Listeners {
+        clients: listener,
+        local_addr,
+        peers: peer_listener,
+    } = listeners;
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE_MAX);
     let disk = start_disk(&config, events_tx.clone())?;
+    let (peers, inbox_pump) = match (config.peers.clone(), peer_listener) {
+        (Some(peer_config), Some(peer_listener)) => {
+            let (inbox_tx, mut inbox_rx) = mpsc::channel::<(i32, Bytes)>(PEER_INBOX_MAX);
+            let net = PeerNet::start_on(peer_config, TokioTcp, peer_listener, inbox_tx)
+                .map_err(|e| ShellError::Peers(e.to_string()))?;
+            let tx = events_tx.clone();
+            let pump = tokio::spawn(async move {
+                while let Some((from, msg)) = inbox_rx.recv().await {
+                    if tx
+                        .send(Event::Input(Input::PeerMessage { from, msg }))
+                        .await
+                        .is_err()
+                    {
+                        return; // the driver is gone
+                    }
+                }
+            });
+            info!(peer_listen = %net.local_addr(), "peer transport up");
+            (Some(net), Some(pump))
+        }
+        _ => (None, None),
+    };
     let base = Instant::now();
     let mut driver = Driver {
         engine,
@@ -97,10 +138,18 @@ pub(crate) async fn drive<E: Driven>(
         local_addr,
         acceptor: None,
         events_tx,
+        peers,
+        inbox_pump,
     };
     let result = driver.run(&mut events, shutdown).await;
     if let Some(acceptor) = driver.acceptor.take() {
         acceptor.abort();
+    }
+    if let Some(pump) = driver.inbox_pump.take() {
+        pump.abort();
+    }
+    if let Some(peers) = driver.peers.take() {
+        peers.shutdown().await;
     }
     result
 }
@@ -227,11 +276,16 @@ impl<E: Driven> Driver<E> {
                 error!("engine stopped on a fatal error: {reason}");
                 return Some(Err(ShellError::Fatal(reason)));
             }
-            Output::SendPeer { to, .. } => {
-                // Only a node configured with peers sends to them, and the shell does not
-                // take `--peers` until the peer transport (net/src/peer) is wired in.
-                warn!(to, "no peer transport in this shell: message dropped");
-            }
+            Output::SendPeer { to, msg } => match &self.peers {
+                // Raft tolerates a lost message: a full queue or a peer we do not know is
+                // logged and the message dropped.
+                Some(peers) => {
+                    if let Err(e) = peers.send(to, msg) {
+                        debug!(to, error = %e, "peer message dropped");
+                    }
+                }
+                None => warn!(to, "this node has no peers configured: message dropped"),
+            },
         }
         None
     }

@@ -13,6 +13,8 @@ pub enum ShellError {
     Fatal(String),
     #[error("engine did not stop within {0} ms of the shutdown request")]
     ShutdownTimeout(u64),
+    #[error("cannot start the peer transport: {0}")]
+    Peers(String),
 }
 
 /// An OS error as one lowercase phrase, without the `(os error N)` tail:

@@ -63,6 +63,9 @@ pub struct ShellConfig {
     pub disk_reader_threads: usize,
     /// Print the one `gregor listening on …` line to stdout once the engine is ready.
     pub announce: bool,
+    /// The inter-broker transport, for a node with peers: the engine's `SendPeer` outputs
+    /// go out through it and what peers send arrives as `Input::PeerMessage`.
+    pub peers: Option<peer::PeerConfig>,
 }
 
 impl ShellConfig {
@@ -78,6 +81,7 @@ impl ShellConfig {
             disk_writer_threads: 16,
             disk_reader_threads: 4,
             announce: true,
+            peers: None,
         }
     }
 
@@ -89,11 +93,12 @@ impl ShellConfig {
     }
 }
 
-/// A shell whose listener is bound but which does not accept connections yet.
+/// A shell whose listeners are bound but which does not accept connections yet.
 pub struct Shell {
     config: ShellConfig,
     listener: TcpListener,
     local_addr: SocketAddr,
+    peer_listener: Option<TcpListener>,
 }
 
 impl Shell {
@@ -107,11 +112,27 @@ impl Shell {
             .await
             .map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let peer_listener = match &config.peers {
+            None => None,
+            Some(p) => {
+                let peer_error = |e: std::io::Error| ShellError::Bind {
+                    addr: p.listen.to_string(),
+                    reason: describe_io_error(&e),
+                };
+                Some(TcpListener::bind(p.listen).await.map_err(peer_error)?)
+            }
+        };
         Ok(Shell {
             config,
             listener,
             local_addr,
+            peer_listener,
         })
+    }
+
+    /// The address the peer listener actually bound, for a node with peers.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Takes the settings the shell enforces on the broker's behalf (see
@@ -134,7 +155,12 @@ impl Shell {
         E: Driven,
         S: Future<Output = ()> + Send,
     {
-        driver::drive(self.config, self.listener, self.local_addr, engine, shutdown).await
+        let listeners = driver::Listeners {
+            clients: self.listener,
+            local_addr: self.local_addr,
+            peers: self.peer_listener,
+        };
+        driver::drive(self.config, listeners, engine, shutdown).await
     }
 }
 

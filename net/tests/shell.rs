@@ -402,3 +402,88 @@ async fn a_busy_port_is_refused_with_a_clear_message() {
         format!("cannot listen on {busy}: address already in use")
     );
 }
+
+/// Two free loopback ports (bound and released; a test race with another process taking one
+/// in between only fails the test).
+fn free_ports() -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap(), b.local_addr().unwrap())
+}
+
+/// A fake node: Ready at start, says hello to `to`, answers every peer message with "ack",
+/// and records what it received.
+fn peer_node(me: i32, to: i32, seen: Arc<Mutex<Vec<(i32, Bytes)>>>) -> impl Driven {
+    Fake(move |_now, input, out: &mut Vec<Output>| match input {
+        Input::Start => {
+            out.push(Output::Ready);
+            out.push(Output::SendPeer {
+                to,
+                msg: Bytes::from(format!("hello from {me}")),
+            });
+        }
+        Input::PeerMessage { from, msg } => {
+            if msg.starts_with(b"hello") {
+                out.push(Output::SendPeer {
+                    to: from,
+                    msg: Bytes::from_static(b"ack"),
+                });
+            }
+            seen.lock().unwrap().push((from, msg));
+        }
+        Input::Shutdown => out.push(Output::Stopped),
+        _ => {}
+    })
+}
+
+#[tokio::test]
+async fn engines_talk_to_their_peers_through_the_peer_transport() {
+    let (pa, pb) = free_ports();
+    let peers: std::collections::BTreeMap<i32, std::net::SocketAddr> = [(1, pa), (2, pb)].into();
+    let (seen_a, seen_b) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let with_peers = |me: i32, listen| {
+        let peers = peers.clone();
+        move |c: &mut ShellConfig| c.peers = Some(gregor_net::peer::PeerConfig::new(me, listen, peers))
+    };
+    let mut a = start(peer_node(1, 2, seen_a.clone()), with_peers(1, pa)).await;
+    let mut b = start(peer_node(2, 1, seen_b.clone()), with_peers(2, pb)).await;
+    let got_all = async {
+        loop {
+            let (na, nb) = (seen_a.lock().unwrap().len(), seen_b.lock().unwrap().len());
+            if na >= 2 && nb >= 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(WAIT, got_all)
+        .await
+        .expect("hellos and acks cross both ways");
+    for (seen, other) in [(&seen_a, 2), (&seen_b, 1)] {
+        let mut got: Vec<(i32, Bytes)> = seen.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (other, Bytes::from_static(b"ack")),
+                (other, Bytes::from(format!("hello from {other}")))
+            ]
+        );
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_peer_port_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let mut c = config(&dir);
+    c.peers = Some(gregor_net::peer::PeerConfig::new(1, busy, [(1, busy)].into()));
+    let err = Shell::bind(c).await.err().expect("the peer port is taken");
+    assert_eq!(
+        err.to_string(),
+        format!("cannot listen on {busy}: address already in use")
+    );
+}
