@@ -43,6 +43,9 @@ pub struct BrokerConfig {
     pub log_retention_ms: i64,
     /// `log.retention.bytes` (reported; see above).
     pub log_retention_bytes: i64,
+    /// `min.insync.replicas`: replicas that must be reachable (and, with acks=all, hold a
+    /// batch durably) for an acks=all produce; a quorum rule on top of Raft's majority.
+    pub min_insync_replicas: i32,
     /// `socket.request.max.bytes`: enforced by the shell's framing.
     pub socket_request_max_bytes: i32,
     /// Bytes of recent batches each partition keeps in memory for tailing consumers
@@ -71,6 +74,7 @@ impl Default for BrokerConfig {
             log_message_timestamp_type: TimestampType::CreateTime,
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,
+            min_insync_replicas: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
             tail_cache_bytes: 4 * 1024 * 1024,
             rng_seed: 0,
@@ -149,6 +153,10 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
         doc: "retention size (reported, not yet enforced)",
     },
     BrokerKey {
+        name: "min.insync.replicas",
+        doc: "replicas an acks=all produce needs (at least a majority is always needed)",
+    },
+    BrokerKey {
         name: "socket.request.max.bytes",
         doc: "largest request frame accepted",
     },
@@ -189,6 +197,10 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
     TopicKey {
         name: "retention.bytes",
         broker_key: "log.retention.bytes",
+    },
+    TopicKey {
+        name: "min.insync.replicas",
+        broker_key: "min.insync.replicas",
     },
     TopicKey {
         name: "cleanup.policy",
@@ -269,6 +281,7 @@ impl BrokerConfig {
             }
             "log.retention.ms" => self.log_retention_ms = at_least(key, parse_num(key, value)?, -1)?,
             "log.retention.bytes" => self.log_retention_bytes = at_least(key, parse_num(key, value)?, -1)?,
+            "min.insync.replicas" => self.min_insync_replicas = at_least(key, parse_num(key, value)?, 1)?,
             "socket.request.max.bytes" => {
                 self.socket_request_max_bytes = at_least(key, parse_num(key, value)?, 1)?
             }
@@ -294,6 +307,7 @@ impl BrokerConfig {
             "log.message.timestamp.type" => timestamp_type_name(self.log_message_timestamp_type).to_string(),
             "log.retention.ms" => self.log_retention_ms.to_string(),
             "log.retention.bytes" => self.log_retention_bytes.to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "log.cleanup.policy" => "delete".to_string(),
             "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
             _ => return None,
@@ -329,6 +343,7 @@ pub struct LogConfig {
     pub max_message_bytes: i32,
     pub index_interval_bytes: u32,
     pub timestamp_type: TimestampType,
+    pub min_insync_replicas: i32,
 }
 
 impl LogConfig {
@@ -341,6 +356,7 @@ impl LogConfig {
             max_message_bytes: broker.message_max_bytes,
             index_interval_bytes: broker.log_index_interval_bytes,
             timestamp_type: broker.log_message_timestamp_type,
+            min_insync_replicas: broker.min_insync_replicas,
         };
         for (k, v) in overrides {
             match k.as_str() {
@@ -353,6 +369,7 @@ impl LogConfig {
                 "message.timestamp.type" => {
                     c.timestamp_type = parse_timestamp_type(k, v).unwrap_or(c.timestamp_type)
                 }
+                "min.insync.replicas" => c.min_insync_replicas = v.parse().unwrap_or(c.min_insync_replicas),
                 _ => {}
             }
         }
@@ -369,6 +386,7 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> 
         "index.interval.bytes" => at_least(key, parse_num::<u32>(key, value)?, 0).map(drop),
         "message.timestamp.type" => parse_timestamp_type(key, value).map(drop),
         "retention.ms" | "retention.bytes" => at_least(key, parse_num::<i64>(key, value)?, -1).map(drop),
+        "min.insync.replicas" => at_least(key, parse_num::<i32>(key, value)?, 1).map(drop),
         "cleanup.policy" => match value {
             "delete" => Ok(()),
             _ => Err(ConfigError::InvalidValue {

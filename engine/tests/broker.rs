@@ -669,3 +669,44 @@ fn large_batches_are_stored_without_copying_and_read_back_identically() {
         assert_eq!(recs[0].timestamp_ms, expect_ts, "{topic}");
     }
 }
+
+/// `min.insync.replicas` is a quorum rule: with fewer replicas reachable, acks=all produces
+/// are refused with NOT_ENOUGH_REPLICAS (as Kafka does when its ISR is too small); acks=1
+/// produces are not affected.
+#[test]
+fn min_insync_replicas_above_the_replica_count_refuses_acks_all() {
+    let mut h = Harness::new(BrokerConfig::default());
+    assert_eq!(create(&mut h, "strict", 1, &[("min.insync.replicas", "2")]), 0);
+    assert_eq!(
+        create(&mut h, "bad", 1, &[("min.insync.replicas", "0")]),
+        40,
+        "INVALID_CONFIG"
+    );
+    let r = h.call(
+        ApiKey::Produce,
+        9,
+        &produce_req("strict", 0, -1, build_batch(&records("a", 1, 1))),
+    );
+    let ResponseKind::Produce(r) = r else { panic!() };
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 19, "NOT_ENOUGH_REPLICAS");
+    assert!(p
+        .error_message
+        .as_ref()
+        .is_some_and(|m| m.contains("min.insync.replicas 2")));
+    let r = h.call(
+        ApiKey::Produce,
+        9,
+        &produce_req("strict", 0, 1, build_batch(&records("b", 1, 1))),
+    );
+    let ResponseKind::Produce(r) = r else { panic!() };
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 0,
+        "acks=1 is not affected"
+    );
+    assert_eq!(
+        fetch(&mut h, "strict", 0, 0, 1 << 20).2,
+        vec![(1, "b-0".into())],
+        "nothing of the refused batch"
+    );
+}

@@ -115,20 +115,24 @@ impl Engine {
             return Err((code::UNKNOWN_TOPIC_OR_PARTITION, None));
         };
         let wall_ms = self.now.wall_ms;
-        let live = self.live_replicas(log_id);
-        let quorum = self.replica_of(log_id).map_or(1, |r| r.voters.len() / 2 + 1);
+        // A log no replica drives is its own only replica.
+        let live = self.live_replicas(log_id).unwrap_or(1);
+        let replicas = self.replica_of(log_id).map_or(1, |r| r.voters.len());
         let Some(log) = self.logs.get_mut(&log_id) else {
             return Err((code::UNKNOWN_TOPIC_OR_PARTITION, None));
         };
         if !log.is_leader {
             return Err((code::NOT_LEADER_OR_FOLLOWER, None));
         }
-        if acks_all && live.is_some_and(|live| live < quorum) {
+        // acks=all needs a majority (Raft's commit rule) and at least min.insync.replicas
+        // replicas reachable, as Kafka counts its in-sync replicas.
+        let needed = (replicas / 2 + 1).max(usize::try_from(log.config.min_insync_replicas).unwrap_or(1));
+        if acks_all && live < needed {
             return Err((
                 code::NOT_ENOUGH_REPLICAS,
                 Some(format!(
-                    "{} of {quorum} needed replicas are reachable",
-                    live.unwrap_or(0)
+                    "{live} of the {needed} replicas an acks=all produce needs are reachable (replication factor {replicas}, min.insync.replicas {})",
+                    log.config.min_insync_replicas
                 )),
             ));
         }

@@ -89,6 +89,7 @@ fn config(segment_bytes: u64) -> LogConfig {
         max_message_bytes: 1 << 20,
         index_interval_bytes: 100,
         timestamp_type: TimestampType::CreateTime,
+        min_insync_replicas: 1,
     }
 }
 
