@@ -31,35 +31,44 @@ pub struct MetaImage {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MetaError {
-    #[error("metadata file is too short or has the wrong magic")]
+    #[error("the file is too short or has the wrong magic")]
     BadMagic,
-    #[error("metadata file fails its checksum")]
+    #[error("the file fails its checksum")]
     BadChecksum,
-    #[error("metadata file does not parse: {0}")]
+    #[error("the file does not parse: {0}")]
     Parse(String),
+}
+
+/// A small state file: 4 bytes of `magic`, CRC32C (big-endian) of `body`, then `body`.
+pub(crate) fn seal(magic: &[u8; 4], body: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + body.len());
+    out.put_slice(magic);
+    out.put_u32(crc32c::crc32c(body));
+    out.put_slice(body);
+    out.freeze()
+}
+
+/// The body of a file made by [`seal`], once its magic and checksum are right.
+pub(crate) fn unseal<'a>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<&'a [u8], MetaError> {
+    if bytes.len() < 8 || &bytes[..4] != magic {
+        return Err(MetaError::BadMagic);
+    }
+    let crc = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let body = &bytes[8..];
+    if crc32c::crc32c(body) != crc {
+        return Err(MetaError::BadChecksum);
+    }
+    Ok(body)
 }
 
 impl MetaImage {
     pub fn encode(&self) -> Bytes {
         // Serializing a struct of strings, ints and BTreeMaps cannot fail.
-        let body = serde_json::to_vec(self).expect("metadata serializes");
-        let mut out = BytesMut::with_capacity(8 + body.len());
-        out.put_slice(MAGIC);
-        out.put_u32(crc32c::crc32c(&body));
-        out.put_slice(&body);
-        out.freeze()
+        seal(MAGIC, &serde_json::to_vec(self).expect("metadata serializes"))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<MetaImage, MetaError> {
-        if bytes.len() < 8 || &bytes[..4] != MAGIC {
-            return Err(MetaError::BadMagic);
-        }
-        let crc = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        let body = &bytes[8..];
-        if crc32c::crc32c(body) != crc {
-            return Err(MetaError::BadChecksum);
-        }
-        serde_json::from_slice(body).map_err(|e| MetaError::Parse(e.to_string()))
+        serde_json::from_slice(unseal(MAGIC, bytes)?).map_err(|e| MetaError::Parse(e.to_string()))
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::records::{MetaRecord, NodeId};
@@ -215,23 +215,16 @@ impl ClusterImage {
     /// A snapshot file: `GRS1`, CRC32C (big-endian) of the JSON body, the JSON body.
     pub fn encode_snapshot(&self) -> Bytes {
         // Plain data with string keys (u128 and i32 map keys serialize as strings).
-        let body = serde_json::to_vec(self).expect("the image serializes");
-        let mut out = BytesMut::with_capacity(8 + body.len());
-        out.put_slice(SNAPSHOT_MAGIC);
-        out.put_u32(crc32c::crc32c(&body));
-        out.put_slice(&body);
-        out.freeze()
+        crate::meta::seal(
+            SNAPSHOT_MAGIC,
+            &serde_json::to_vec(self).expect("the image serializes"),
+        )
     }
 
     pub fn decode_snapshot(bytes: &[u8]) -> Result<ClusterImage, String> {
-        if bytes.len() < 8 || &bytes[..4] != SNAPSHOT_MAGIC {
-            return Err("metadata snapshot is too short or has the wrong magic".into());
-        }
-        let crc = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if crc32c::crc32c(&bytes[8..]) != crc {
-            return Err("metadata snapshot fails its checksum".into());
-        }
-        serde_json::from_slice(&bytes[8..]).map_err(|e| format!("metadata snapshot does not parse: {e}"))
+        let body =
+            crate::meta::unseal(SNAPSHOT_MAGIC, bytes).map_err(|e| format!("metadata snapshot: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| format!("metadata snapshot does not parse: {e}"))
     }
 }
 

@@ -353,19 +353,30 @@ impl PartitionLog {
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(wall_ms);
         let bytes = StoredBatch::stamp(records, base as i64, self.leader_epoch, log_append_time);
         let max_ts = log_append_time.unwrap_or(info.max_timestamp);
-        self.note_epoch(q, self.leader_epoch, base);
-        self.remember(base, last);
-        self.leo = last + 1;
-        self.tail.push(base, last, bytes.clone());
-        self.deferred.push_back(Deferred {
-            base,
-            last,
-            max_ts,
-            bytes,
-        });
+        self.enqueue(
+            q,
+            self.leader_epoch,
+            Deferred {
+                base,
+                last,
+                max_ts,
+                bytes,
+            },
+            wall_ms,
+        );
+        Ok((base, last))
+    }
+
+    /// Takes a batch at the log end: epoch history, tail cache, then the write queue.
+    fn enqueue(&mut self, q: &mut IoQueue, epoch: i32, d: Deferred, wall_ms: i64) {
+        assert_eq!(d.base, self.leo, "batches are appended at the log end");
+        self.note_epoch(q, epoch, d.base);
+        self.remember(d.base, d.last);
+        self.leo = d.last + 1;
+        self.tail.push(d.base, d.last, d.bytes.clone());
+        self.deferred.push_back(d);
         self.flush_deferred(q, wall_ms);
         self.maybe_sync(q);
-        Ok((base, last))
     }
 
     /// Appends a batch the broker built itself (the Raft leader no-op, later transaction
@@ -443,19 +454,18 @@ impl PartitionLog {
             view.max_timestamp()
         };
         let (base, last) = (base as u64, last as u64);
-        self.note_epoch(q, epoch, base);
-        self.remember(base, last);
         let bytes = StoredBatch::whole(batch);
-        self.leo = last + 1;
-        self.tail.push(base, last, bytes.clone());
-        self.deferred.push_back(Deferred {
-            base,
-            last,
-            max_ts,
-            bytes,
-        });
-        self.flush_deferred(q, wall_ms);
-        self.maybe_sync(q);
+        self.enqueue(
+            q,
+            epoch,
+            Deferred {
+                base,
+                last,
+                max_ts,
+                bytes,
+            },
+            wall_ms,
+        );
         Ok((base, last))
     }
 

@@ -16,23 +16,16 @@ pub fn encode(hs: &HardState) -> Bytes {
     let mut body = BytesMut::with_capacity(8);
     body.put_i32(hs.term);
     body.put_i32(hs.voted_for.unwrap_or(-1));
-    let mut out = BytesMut::with_capacity(BYTES);
-    out.put_slice(MAGIC);
-    out.put_u32(crc32c::crc32c(&body));
-    out.put_slice(&body);
-    out.freeze()
+    crate::meta::seal(MAGIC, &body)
 }
 
 pub fn decode(bytes: &[u8]) -> Result<HardState, String> {
-    if bytes.len() != BYTES || &bytes[..4] != MAGIC {
-        return Err(format!("{FILE} has the wrong size or magic"));
+    if bytes.len() != BYTES {
+        return Err(format!("{FILE} is {} bytes, not {BYTES}", bytes.len()));
     }
-    let crc = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    if crc32c::crc32c(&bytes[8..]) != crc {
-        return Err(format!("{FILE} fails its checksum"));
-    }
-    let term = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let vote = i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    let body = crate::meta::unseal(MAGIC, bytes).map_err(|e| format!("{FILE}: {e}"))?;
+    let term = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let vote = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
     if term < 0 || vote < -1 {
         return Err(format!("{FILE} holds term {term} and vote {vote}"));
     }
