@@ -122,6 +122,11 @@ fn hash_input(h: &mut Fnv64, input: &Input) {
             hash_io_result(h, result);
         }
         Input::Shutdown => h.tag(5),
+        Input::PeerMessage { from, msg } => {
+            h.tag(6);
+            h.u64(*from as u64);
+            h.blob(msg);
+        }
         // Inputs added after this was written: fall back to their Debug form.
         other => {
             h.tag(255);
