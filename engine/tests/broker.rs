@@ -710,3 +710,57 @@ fn min_insync_replicas_above_the_replica_count_refuses_acks_all() {
         "nothing of the refused batch"
     );
 }
+
+/// Found by the client suite: Metadata named this broker the leader of a new partition
+/// before its replica had won its election, and an acks=0 producer told so lost its records
+/// (the produce met NOT_LEADER_OR_FOLLOWER, answered for acks=0 by closing the connection).
+/// At every IO step of a topic's creation, a leader named by Metadata accepts a produce.
+#[test]
+fn metadata_names_a_leader_only_once_it_accepts_produces() {
+    let mut h = Harness::new(BrokerConfig::default());
+    let t = CreatableTopic::default()
+        .with_name(name("fresh"))
+        .with_num_partitions(1)
+        .with_replication_factor(-1);
+    let create = CreateTopicsRequest::default()
+        .with_topics(vec![t])
+        .with_timeout_ms(1000);
+    h.send(7, ApiKey::CreateTopics, 5, &create);
+    let meta = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(Some(name("fresh"))),
+    ]));
+    let mut named = 0;
+    let mut steps = 0;
+    while let Some((token, op)) = h.pending_io.pop_front() {
+        steps += 1;
+        let result = h.disk.run(&op);
+        h.input(gregor_engine::Input::IoDone { token, result });
+        let seq = h.send(8, ApiKey::Metadata, 9, &meta);
+        let Some(ResponseKind::Metadata(m)) = h.take(8, seq, ApiKey::Metadata, 9) else {
+            continue;
+        };
+        let Some(p) = m.topics.first().and_then(|t| t.partitions.first()) else {
+            continue;
+        };
+        if p.error_code == 0 && p.leader_id.0 >= 0 && named == 0 {
+            named = steps;
+            let seq = h.send(
+                9,
+                ApiKey::Produce,
+                9,
+                &produce_req("fresh", 0, 0, build_batch(&records("z", 1, 1))),
+            );
+            assert!(
+                !h.closed.contains(&9),
+                "step {steps}: acks=0 produce refused by a named leader (seq {seq})"
+            );
+        }
+        assert!(steps < 10_000, "IO never settles");
+    }
+    assert!(named > 0, "the leader was named once elected");
+    assert_eq!(
+        fetch(&mut h, "fresh", 0, 0, 1 << 20).2,
+        vec![(1, "z-0".into())],
+        "the acks=0 record is there"
+    );
+}

@@ -138,8 +138,10 @@ impl Engine {
                     .get(&(name.to_string(), p))
                     .and_then(|id| self.logs.get(id));
                 let (error_code, leader, epoch) = match log {
-                    Some(l) => (code::NONE, me, l.leader_epoch),
-                    None => {
+                    // Named leader only once its replica won the election: a client told
+                    // earlier would send to a non-leader (and acks=0 records would be lost).
+                    Some(l) if l.is_leader => (code::NONE, me, l.leader_epoch),
+                    _ => {
                         all_ready = false;
                         (code::LEADER_NOT_AVAILABLE, BrokerId(-1), -1)
                     }

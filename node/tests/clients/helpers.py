@@ -10,7 +10,16 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from broker import tansu_bin
+
 OP_TIMEOUT_S = 15.0
+# Every time a partition gets a leader (topic creation, each broker restart) Gregor's Raft
+# leader appends a no-op first: a Kafka control batch (KRaft's LEADER_CHANGE record) of one
+# record at one offset. Clients skip control batches, so consumers see a gap where each
+# no-op sits; the low watermark stays 0 and the high watermark counts the no-ops. A new
+# partition's first data record is therefore at offset 1. A reference broker has no no-op.
+LEADER_NOOP_OFFSETS = 0 if tansu_bin() is not None else 1
+FIRST_DATA_OFFSET = LEADER_NOOP_OFFSETS  # of a new partition
 # librdkafka's log lines go through Python logging (pytest shows them for failed tests)
 # instead of straight to fd 2, where clients that outlive their test would spam them.
 RDKAFKA_LOG = logging.getLogger("rdkafka")
@@ -160,6 +169,23 @@ def consume(bootstrap: str, topic: str, partition: int, start_offset: int, count
         return msgs
     finally:
         c.close()
+
+
+def watermarks(c: Consumer, topic: str, partition: int,
+               timeout_s: float = OP_TIMEOUT_S) -> tuple[int, int]:
+    """(low, high) watermarks of one partition. A new leader answers ListOffsets with
+    NOT_LEADER_OR_FOLLOWER until its no-op commits (a few ms after topic creation or a
+    restart), and librdkafka's one-shot watermark query does not retry, so this retries
+    that error, and only that one, until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION or \
+                    time.monotonic() >= deadline:
+                raise
+        time.sleep(0.02)
 
 
 def kafka_error_code(future, timeout_s: float = OP_TIMEOUT_S) -> int:

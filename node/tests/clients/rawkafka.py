@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 API_FETCH = 1
@@ -20,6 +21,10 @@ FETCH_VERSIONS = range(4, 12)
 BATCH_HEADER_BYTES = 61
 ATTR_CONTROL = 0x20
 ATTR_TRANSACTIONAL = 0x10
+NOT_LEADER_OR_FOLLOWER = 6
+# A new leader answers Fetch with NOT_LEADER_OR_FOLLOWER until its no-op commits (a few ms
+# after a restart or topic creation); real clients retry, and so does walk_partition.
+NOT_LEADER_RETRY_S = 10.0
 
 
 def _crc32c_table() -> list[int]:
@@ -210,14 +215,19 @@ def parse_batches(records: bytes, check_crc: bool = True) -> list[Batch]:
 
 def walk_partition(host: str, port: int, topic: str, partition: int,
                    start: int = 0, check_crc: bool = True) -> tuple[list[Batch], int]:
-    """Every batch from `start` up to the high watermark, and that high watermark."""
+    """Every batch from `start` up to the high watermark, and that high watermark.
+    NOT_LEADER_OR_FOLLOWER is retried for up to NOT_LEADER_RETRY_S; any other error fails."""
     batches: list[Batch] = []
     with Connection(host, port) as conn:
         version = conn.fetch_version()
         offset = start
         hw = None
+        retry_deadline = time.monotonic() + NOT_LEADER_RETRY_S
         for _ in range(100_000):
             error, hw, records = conn.fetch(version, topic, partition, offset)
+            if error == NOT_LEADER_OR_FOLLOWER and time.monotonic() < retry_deadline:
+                time.sleep(0.02)
+                continue
             assert error == 0, f"Fetch {topic}-{partition}@{offset}: error {error}"
             if offset >= hw:
                 break
@@ -229,6 +239,11 @@ def walk_partition(host: str, port: int, topic: str, partition: int,
                     batches.append(b)
             offset = got[-1].last_offset + 1
         return batches, hw
+
+
+def control_offsets(batches: list[Batch]) -> list[tuple[int, int]]:
+    """(base offset, record count) of every control batch, in log order."""
+    return [(b.base_offset, b.record_count) for b in batches if b.is_control]
 
 
 def dense_problems(batches: list[Batch], start: int, hw: int) -> list[str]:

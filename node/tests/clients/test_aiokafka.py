@@ -1,4 +1,7 @@
-"""aiokafka (asyncio): send_and_wait, assign + seek, getmany."""
+"""aiokafka (asyncio): send_and_wait, assign + seek, getmany.
+
+Each topic is new: offset 0 is the leader's no-op (skipped by the client), and record i
+of the producer's run is at FIRST_DATA_OFFSET + i."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from helpers import create_topic, unique_topic
+from helpers import FIRST_DATA_OFFSET, create_topic, unique_topic
 
 TS_BASE_MS = 1_700_000_000_000
 
@@ -56,26 +59,31 @@ def run(coro, timeout_s: float = 45):
     return asyncio.run(asyncio.wait_for(coro, timeout_s))
 
 
-def check(records, start: int, n_total: int):
-    assert [r.offset for r in records] == list(range(start, n_total))
+def check(records, first_index: int, n_total: int):
+    """`records` are exactly records first_index..n_total-1 of the run, each at its offset."""
+    assert [r.offset for r in records] == \
+        [FIRST_DATA_OFFSET + i for i in range(first_index, n_total)]
     for r in records:
-        i = r.offset
+        i = r.offset - FIRST_DATA_OFFSET
         assert (r.key, r.value, r.timestamp) == (f"k{i}".encode(), f"a{i}".encode(), TS_BASE_MS + i)
         assert list(r.headers) == [("i", str(i).encode())]
 
 
 def test_aiokafka_produce_seek_getmany(broker):
+    """80 records acked at consecutive offsets after the no-op; reading from offset 0 (the
+    no-op) returns all of them, reading from record 33's offset the rest."""
     topic = unique_topic("aio")
     create_topic(broker.bootstrap, topic)
     offsets = run(produce(broker.bootstrap, topic, 40, None))
-    assert offsets == list(range(80))
+    assert offsets == [FIRST_DATA_OFFSET + i for i in range(80)]
     check(run(consume(broker.bootstrap, topic, 0, 80)), 0, 80)
-    check(run(consume(broker.bootstrap, topic, 33, 47)), 33, 80)
+    check(run(consume(broker.bootstrap, topic, FIRST_DATA_OFFSET + 33, 47)), 33, 80)
 
 
 def test_aiokafka_compressed(broker):
+    """The same with gzip: offsets consecutive after the no-op, a read from record 17."""
     topic = unique_topic("aio-gz")
     create_topic(broker.bootstrap, topic)
     offsets = run(produce(broker.bootstrap, topic, 20, "gzip"))
-    assert offsets == list(range(40))
-    check(run(consume(broker.bootstrap, topic, 17, 23)), 17, 40)
+    assert offsets == [FIRST_DATA_OFFSET + i for i in range(40)]
+    check(run(consume(broker.bootstrap, topic, FIRST_DATA_OFFSET + 17, 23)), 17, 40)

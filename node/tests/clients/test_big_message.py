@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError
 
-from helpers import consume, create_topic, produce_and_wait, producer, unique_topic
+from helpers import (FIRST_DATA_OFFSET, consume, create_topic, produce_and_wait, producer,
+                     unique_topic)
 
 BROKER_MESSAGE_MAX_BYTES = 1_048_588  # Kafka's default, Gregor's default
 BATCH_OVERHEAD_BYTES = 61 + 30  # v2 batch header + one record's framing, rounded up
@@ -37,7 +38,7 @@ def test_record_just_under_the_limit_round_trips(broker):
     p = big_producer(broker.bootstrap)
     err, msg = send_one(p, topic, value)
     assert err is None, err
-    assert msg.offset() == 0
+    assert msg.offset() == FIRST_DATA_OFFSET  # the first after the new partition's no-op
     got = consume(broker.bootstrap, topic, 0, OFFSET_BEGINNING, 1, timeout_s=20,
                   fetch_message_max_bytes=CLIENT_MAX_BYTES)
     assert got[0].value() == value
@@ -49,9 +50,10 @@ def test_record_over_the_limit_is_message_too_large(broker):
     p = big_producer(broker.bootstrap)
     err, _ = send_one(p, topic, b"y" * (BROKER_MESSAGE_MAX_BYTES + 1000))
     assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE, err
-    # Nothing was stored, and the partition still takes normal records at offset 0.
+    # Nothing was stored, and the partition still takes normal records at its first data
+    # offset (right after the no-op).
     delivered = produce_and_wait(producer(broker.bootstrap), topic, [{"value": b"ok", "partition": 0}])
-    assert delivered[0].offset == 0
+    assert delivered[0].offset == FIRST_DATA_OFFSET
 
 
 def test_topic_max_message_bytes_override(broker):
@@ -59,6 +61,6 @@ def test_topic_max_message_bytes_override(broker):
     create_topic(broker.bootstrap, topic, config={"max.message.bytes": "20000"})
     p = big_producer(broker.bootstrap)
     err, msg = send_one(p, topic, b"s" * 15_000)
-    assert err is None and msg.offset() == 0, err
+    assert err is None and msg.offset() == FIRST_DATA_OFFSET, err
     err, _ = send_one(p, topic, b"s" * 25_000)
     assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE, err

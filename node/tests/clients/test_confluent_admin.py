@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError
 from confluent_kafka.admin import ConfigResource, ConfigSource, NewPartitions, NewTopic, ResourceType
 
-from helpers import (admin, consume, create_topic, kafka_error_code, produce_and_wait, producer,
-                     topic_exists, unique_topic, wait_for_topic)
+from helpers import (FIRST_DATA_OFFSET, admin, consume, create_topic, kafka_error_code,
+                     produce_and_wait, producer, topic_exists, unique_topic, wait_for_topic)
 
 DEFAULT_MESSAGE_MAX_BYTES = "1048588"
 DEFAULT_RETENTION_MS = str(7 * 24 * 3600 * 1000)
@@ -82,6 +82,8 @@ def test_create_topic_validate_only(broker):
 
 @pytest.mark.gregor_only
 def test_delete_topic_removes_its_directories(broker):
+    """DeleteTopics removes every partition directory; deleting again is UNKNOWN_TOPIC_OR_PART;
+    a topic re-created under the name starts afresh (its no-op, then the first record)."""
     b = broker.bootstrap
     name = unique_topic("adm-del")
     create_topic(b, name, partitions=3)
@@ -99,15 +101,18 @@ def test_delete_topic_removes_its_directories(broker):
     # Gone for good: deleting again is an unknown topic.
     futures = admin(b).delete_topics([name], operation_timeout=10)
     assert kafka_error_code(futures[name]) == KafkaError.UNKNOWN_TOPIC_OR_PART
-    # The name can be reused, and the new topic starts empty.
+    # The name can be reused, and the new topic starts empty: its first record lands right
+    # after the new partition's no-op, as in any new topic.
     create_topic(b, name, partitions=1)
     delivered = produce_and_wait(producer(b, acks="all"), name, [{"value": b"new", "partition": 0}])
-    assert delivered[0].offset == 0
+    assert delivered[0].offset == FIRST_DATA_OFFSET
     msgs = consume(b, name, 0, OFFSET_BEGINNING, 1)
     assert msgs[0].value() == b"new"
 
 
 def test_create_partitions_then_produce_to_new_one(broker):
+    """CreatePartitions 1 -> 3: the new partition takes records after its own no-op, the old
+    one keeps its data, the count cannot shrink, an unknown topic is UNKNOWN_TOPIC_OR_PART."""
     b = broker.bootstrap
     name = unique_topic("adm-parts")
     create_topic(b, name, partitions=1)
@@ -117,11 +122,14 @@ def test_create_partitions_then_produce_to_new_one(broker):
     wait_for_topic(b, name, 3)
     delivered = produce_and_wait(producer(b, acks="all"), name,
                                  [{"value": f"new-{i}".encode(), "partition": 2} for i in range(4)])
-    assert [(d.partition, d.offset) for d in delivered] == [(2, i) for i in range(4)]
+    # The new partition is new like a new topic's: its no-op first, then the records.
+    assert [(d.partition, d.offset) for d in delivered] == \
+        [(2, FIRST_DATA_OFFSET + i) for i in range(4)]
     msgs = consume(b, name, 2, OFFSET_BEGINNING, 4)
     assert [m.value() for m in msgs] == [f"new-{i}".encode() for i in range(4)]
-    # Partition 0 kept its data.
-    assert len(consume(b, name, 0, OFFSET_BEGINNING, 5)) == 5
+    # Partition 0 kept its data, at its offsets.
+    kept = consume(b, name, 0, OFFSET_BEGINNING, 5)
+    assert [m.offset() for m in kept] == [FIRST_DATA_OFFSET + i for i in range(5)]
     # The count can only grow.
     for count in (3, 2):
         futures = admin(b).create_partitions([NewPartitions(name, count)], operation_timeout=10)

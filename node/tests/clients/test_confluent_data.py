@@ -1,5 +1,9 @@
 """confluent-kafka (librdkafka): produce with every compression and acks setting, consume
-with assign() and check every field exactly, seek, offsets_for_times, watermarks."""
+with assign() and check every field exactly, seek, offsets_for_times, watermarks.
+
+Every topic here is new, so offset 0 of each partition is the leader's no-op (a control
+batch the client skips) and data starts at FIRST_DATA_OFFSET; one producer's records to one
+partition take consecutive offsets from there (no leader change, so no further no-op)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import pytest
 from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, KafkaError, TopicPartition)
 
 import rawkafka
-from helpers import (consume, consumer, create_topic, produce_and_wait, producer,
-                     unique_topic)
+from helpers import (FIRST_DATA_OFFSET, LEADER_NOOP_OFFSETS, consume, consumer, create_topic,
+                     produce_and_wait, producer, unique_topic, watermarks)
 
 COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"]
 CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
@@ -35,7 +39,7 @@ def make_records(n: int, ts_base: int = TS_BASE_MS, step_ms: int = 1000) -> list
     return records
 
 
-def check_exact(msgs, records, first_offset: int = 0, partition: int = 0):
+def check_exact(msgs, records, first_offset: int = FIRST_DATA_OFFSET, partition: int = 0):
     assert len(msgs) == len(records)
     for i, (m, rec) in enumerate(zip(msgs, records)):
         where = f"record {i} (offset {m.offset()})"
@@ -55,23 +59,31 @@ def check_exact(msgs, records, first_offset: int = 0, partition: int = 0):
 @pytest.mark.parametrize("acks", ["1", "all"])
 @pytest.mark.parametrize("compression", COMPRESSIONS)
 def test_produce_consume_exact(broker, compression, acks):
+    """60 records acknowledged at consecutive offsets after the no-op, read back from the
+    beginning field by field; the raw log is the no-op then the producer's batches, dense,
+    in the producer's codec."""
     topic = unique_topic(f"c-{compression}-{acks}")
     create_topic(broker.bootstrap, topic)
     records = make_records(60)
     p = producer(broker.bootstrap, acks=acks, compression_type=compression, linger_ms=20,
                  batch_num_messages=25)
     delivered = produce_and_wait(p, topic, [dict(r, partition=0) for r in records])
-    assert [d.offset for d in delivered] == list(range(60)), "acknowledged offsets not dense"
+    assert [d.offset for d in delivered] == [FIRST_DATA_OFFSET + i for i in range(60)], \
+        "acknowledged offsets not consecutive from the first data offset"
     msgs = consume(broker.bootstrap, topic, 0, OFFSET_BEGINNING, len(records))
     check_exact(msgs, records)
-    # The broker keeps the producer's batches as sent: same codec, offsets dense.
+    # The broker keeps the producer's batches as sent: same codec, offsets dense, and the
+    # only control batch is the no-op at offset 0.
     batches, hw = rawkafka.walk_partition("127.0.0.1", broker.port, topic, 0)
     assert rawkafka.dense_problems(batches, 0, hw) == []
+    assert hw == FIRST_DATA_OFFSET + 60
+    assert rawkafka.control_offsets(batches) == [(0, 1)] * LEADER_NOOP_OFFSETS
     codecs = {b.attributes & 0x7 for b in batches if not b.is_control}
     assert CODEC_IDS[compression] in codecs, f"stored codecs {codecs}, produced {compression}"
 
 
 def test_acks_zero_fire_and_forget_then_read(broker):
+    """acks=0 records all arrive, in order, at consecutive offsets after the no-op."""
     topic = unique_topic("c-acks0")
     create_topic(broker.bootstrap, topic)
     p = producer(broker.bootstrap, acks="0", linger_ms=1)
@@ -82,10 +94,12 @@ def test_acks_zero_fire_and_forget_then_read(broker):
     # acks=0 gets no answer: the records become visible whenever the broker wrote them.
     msgs = consume(broker.bootstrap, topic, 0, OFFSET_BEGINNING, len(values), timeout_s=20)
     assert [m.value() for m in msgs] == values
-    assert [m.offset() for m in msgs] == list(range(len(values)))
+    assert [m.offset() for m in msgs] == [FIRST_DATA_OFFSET + i for i in range(len(values))]
 
 
 def test_many_batches_many_partitions(broker):
+    """1200 records interleaved over 4 partitions in small batches: each partition has its
+    own no-op at 0 and its 300 records at consecutive offsets after it, in send order."""
     topic = unique_topic("c-parts")
     create_topic(broker.bootstrap, topic, partitions=4)
     p = producer(broker.bootstrap, acks="all", linger_ms=0, batch_num_messages=7)
@@ -95,12 +109,16 @@ def test_many_batches_many_partitions(broker):
     delivered = produce_and_wait(p, topic, interleaved)
     for part in range(4):
         offs = [d.offset for d in delivered if d.partition == part]
-        assert offs == list(range(300)), f"partition {part}: offsets {offs[:10]}..."
+        want = [FIRST_DATA_OFFSET + i for i in range(300)]
+        assert offs == want, f"partition {part}: offsets {offs[:10]}..."
         msgs = consume(broker.bootstrap, topic, part, OFFSET_BEGINNING, 300)
         assert [m.value() for m in msgs] == [r["value"] for r in per_part[part]]
+        assert [m.offset() for m in msgs] == want
 
 
 def test_assign_and_seek_to_middle(broker):
+    """Record i is at FIRST_DATA_OFFSET + i: reading from the middle of the log, from offset 0
+    (the no-op, which the client skips) and after a seek returns exactly the records there."""
     topic = unique_topic("c-seek")
     create_topic(broker.bootstrap, topic)
     records = [{"value": f"v{i}".encode(), "partition": 0, "timestamp": TS_BASE_MS + i}
@@ -110,8 +128,9 @@ def test_assign_and_seek_to_middle(broker):
     for chunk in range(0, 100, 13):
         produce_and_wait(p, topic, records[chunk:chunk + 13])
 
-    msgs = consume(broker.bootstrap, topic, 0, 42, 58)
-    assert [m.offset() for m in msgs] == list(range(42, 100))
+    base = FIRST_DATA_OFFSET
+    msgs = consume(broker.bootstrap, topic, 0, base + 42, 58)
+    assert [m.offset() for m in msgs] == list(range(base + 42, base + 100))
     assert [m.value() for m in msgs] == [r["value"] for r in records[42:]]
 
     c = consumer(broker.bootstrap)
@@ -123,8 +142,8 @@ def test_assign_and_seek_to_middle(broker):
             m = c.poll(0.2)
             if m is not None and not m.error():
                 first.append(m.offset())
-        assert first == [0, 1, 2, 3, 4]
-        c.seek(TopicPartition(topic, 0, 77))
+        assert first == [base + i for i in range(5)]
+        c.seek(TopicPartition(topic, 0, base + 77))
         after = None
         deadline = time.monotonic() + 15
         while after is None and time.monotonic() < deadline:
@@ -132,12 +151,15 @@ def test_assign_and_seek_to_middle(broker):
             if m is not None and not m.error():
                 after = m
         assert after is not None, "nothing after seek"
-        assert (after.offset(), after.value()) == (77, b"v77")
+        assert (after.offset(), after.value()) == (base + 77, b"v77")
     finally:
         c.close()
 
 
 def test_offsets_for_times(broker):
+    """ListOffsets by timestamp finds the first data record at or after it. The no-op at
+    offset 0 carries the broker's wall-clock time, later than every record here; lookups
+    skip control batches, so it neither answers the early queries nor the late one."""
     topic = unique_topic("c-oft")
     create_topic(broker.bootstrap, topic)
     records = [{"value": f"v{i}".encode(), "partition": 0, "timestamp": TS_BASE_MS + i * 1000}
@@ -147,7 +169,7 @@ def test_offsets_for_times(broker):
     produce_and_wait(p, topic, records[30:])
     c = consumer(broker.bootstrap)
     try:
-        queries = {
+        queries = {  # timestamp -> index of the record found
             TS_BASE_MS - 5000: 0,  # before everything: the first record
             TS_BASE_MS: 0,
             TS_BASE_MS + 5500: 6,  # between two records of one batch: the later one
@@ -155,7 +177,8 @@ def test_offsets_for_times(broker):
             TS_BASE_MS + 29_001: 30,  # across a batch boundary
             TS_BASE_MS + 49_000: 49,
         }
-        for ts, want in queries.items():
+        for ts, index in queries.items():
+            want = FIRST_DATA_OFFSET + index
             got = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=10)
             assert got[0].error is None, got[0].error
             assert got[0].offset == want, f"offsets_for_times({ts - TS_BASE_MS:+}) = {got[0].offset}"
@@ -167,15 +190,19 @@ def test_offsets_for_times(broker):
 
 
 def test_watermarks(broker):
+    """Low watermark 0; the high watermark counts the no-op: (0, 1) for a new partition
+    (once the no-op commits), (0, 1 + 17) after 17 records, and producing to one partition
+    leaves the other alone."""
     topic = unique_topic("c-wm")
     create_topic(broker.bootstrap, topic, partitions=2)
     c = consumer(broker.bootstrap)
     try:
-        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 0)
+        empty = (0, LEADER_NOOP_OFFSETS)
+        assert watermarks(c, topic, 0) == empty
         p = producer(broker.bootstrap, acks="all")
         produce_and_wait(p, topic, [{"value": b"x", "partition": 1}] * 17)
-        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 0)
-        assert c.get_watermark_offsets(TopicPartition(topic, 1), timeout=10) == (0, 17)
+        assert watermarks(c, topic, 0) == empty
+        assert watermarks(c, topic, 1) == (0, LEADER_NOOP_OFFSETS + 17)
     finally:
         c.close()
 

@@ -7,7 +7,11 @@ again. Every delivery report is recorded with its offset. At the end:
 * every acknowledged record is present exactly once, at its acknowledged offset;
 * no record is present twice (acknowledged or not), and records appear in send order;
 * the offsets are dense: walking the raw log, every offset below the high watermark
-  belongs to exactly one batch (data, or a control batch such as Raft's leader no-op).
+  belongs to exactly one batch (data, or a control batch such as Raft's leader no-op);
+* each start of the broker elects the partition's leader once, and each election appends
+  one no-op: the log holds exactly one one-record control batch per start, the first at 0.
+  Consumers skip them, so data offsets have a gap at each (acked offsets increase, but
+  are not consecutive across a restart).
 
 The producers run with retries off and idempotence off: a record is sent at most once,
 so a duplicate in the log can only be the broker's doing. (Gregor acks=1 also waits for
@@ -99,7 +103,7 @@ class Stream:
             self.error = e
 
 
-def verify(stream: Stream, bootstrap_port: int, bootstrap: str) -> dict:
+def verify(stream: Stream, bootstrap_port: int, bootstrap: str, starts: int) -> dict:
     name = f"acks={stream.acks}"
     assert stream.error is None, f"{name}: producer thread failed: {stream.error!r}"
     reported = len(stream.acked) + len(stream.failed)
@@ -111,6 +115,9 @@ def verify(stream: Stream, bootstrap_port: int, bootstrap: str) -> dict:
     batches, hw = rawkafka.walk_partition("127.0.0.1", bootstrap_port, stream.topic, 0)
     problems = rawkafka.dense_problems(batches, 0, hw)
     assert problems == [], f"{name}: log not dense: {problems[:10]}"
+    noops = rawkafka.control_offsets(batches)
+    assert len(noops) == starts and noops[:1] == [(0, 1)] and all(n == 1 for _, n in noops), \
+        f"{name}: {starts} starts, control batches (offset, records) {noops}"
     data_count = sum(b.record_count for b in batches if not b.is_control)
 
     msgs = consume(bootstrap, stream.topic, 0, OFFSET_BEGINNING, data_count, timeout_s=30)
@@ -166,5 +173,5 @@ def test_sigkill_loses_no_acknowledged_record(broker_factory):
     summary = {}
     for s in streams:
         assert not s.thread.is_alive(), f"acks={s.acks}: producer thread hung"
-        summary[s.acks] = verify(s, broker.port, broker.bootstrap)
+        summary[s.acks] = verify(s, broker.port, broker.bootstrap, broker.starts)
     print(f"CRASH_SEED={seed} {summary}")

@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from helpers import unique_topic
+from helpers import FIRST_DATA_OFFSET, LEADER_NOOP_OFFSETS, unique_topic
 
 TS_BASE_MS = 1_700_000_000_000
 
@@ -63,6 +63,9 @@ def test_admin_create_and_delete(broker, kadmin):
 
 
 def test_produce_gzip_acks_all_then_consume(broker, kadmin):
+    """100 gzip records acked at consecutive offsets after the new partition's no-op, read
+    back exactly from the beginning; end offset counts the no-op, beginning offset is 0,
+    offsets_for_times and seek land on the right records."""
     name = unique_topic("kp-data")
     kadmin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
     # kafka-python 3 defaults to an idempotent producer (InitProducerId); Gregor does not
@@ -76,7 +79,8 @@ def test_produce_gzip_acks_all_then_consume(broker, kadmin):
     p.flush(15)
     offsets = [f.get(timeout=15).offset for f in futures]
     p.close()
-    assert offsets == list(range(100))
+    base = FIRST_DATA_OFFSET
+    assert offsets == [base + i for i in range(100)]
 
     tp = TopicPartition(name, 0)
     c = make_consumer(broker.bootstrap)
@@ -86,17 +90,19 @@ def test_produce_gzip_acks_all_then_consume(broker, kadmin):
         got = poll_n(c, 100)
         assert len(got) == 100
         for i, r in enumerate(got):
-            assert (r.offset, r.key, r.timestamp) == (i, f"k{i}".encode(), TS_BASE_MS + i * 10)
+            assert (r.offset, r.key, r.timestamp) == \
+                (base + i, f"k{i}".encode(), TS_BASE_MS + i * 10)
             assert r.value == (f"value-{i}-" + "z" * i).encode()
             assert list(r.headers) == [("n", str(i).encode())]
-        assert c.end_offsets([tp]) == {tp: 100}
+        assert c.end_offsets([tp]) == {tp: LEADER_NOOP_OFFSETS + 100}
         assert c.beginning_offsets([tp]) == {tp: 0}
-        found = c.offsets_for_times({tp: TS_BASE_MS + 555})
-        assert found[tp] is not None and found[tp].offset == 56, found
+        found = c.offsets_for_times({tp: TS_BASE_MS + 555})  # record 56 is the first at or after
+        assert found[tp] is not None and found[tp].offset == base + 56, found
         found = c.offsets_for_times({tp: TS_BASE_MS + 10_000})
         assert found[tp] is None, found
-        c.seek(tp, 90)
+        c.seek(tp, base + 90)
         tail = poll_n(c, 10)
-        assert [r.offset for r in tail] == list(range(90, 100))
+        assert [r.offset for r in tail] == [base + i for i in range(90, 100)]
+        assert [r.key for r in tail] == [f"k{i}".encode() for i in range(90, 100)]
     finally:
         c.close()

@@ -1,4 +1,7 @@
-"""kcat (Debian's build, its own librdkafka): metadata, produce with keys, consume exactly."""
+"""kcat (Debian's build, its own librdkafka): metadata, produce with keys, consume exactly.
+
+Each topic is new: offset 0 is the leader's no-op (kcat skips it), and the records of one
+partition take consecutive offsets from FIRST_DATA_OFFSET."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import shutil
 import subprocess
 
 
-from helpers import create_topic, unique_topic
+from helpers import FIRST_DATA_OFFSET, create_topic, unique_topic
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 
@@ -32,6 +35,8 @@ def test_kcat_lists_the_broker(broker):
 
 
 def test_kcat_produce_and_consume_exactly(broker):
+    """Two kcat producer runs (per-line keys, then a fixed key) read back from the beginning:
+    every key, value and offset, the second run right after the first."""
     topic = unique_topic("kcat-pc")
     create_topic(broker.bootstrap, topic, partitions=1)
     # Per-line keys (-K), then a fixed key for a whole run (-k).
@@ -42,16 +47,19 @@ def test_kcat_produce_and_consume_exactly(broker):
          input_text="a\nb\nc\n")
     out = kcat("-C", "-b", broker.bootstrap, "-t", topic, "-p", "0", "-e", "-o", "beginning",
                "-f", "%k %s %o\n")
-    expected = [f"key-{i} value number {i} {i}" for i in range(20)]
-    expected += [f"fixed {v} {20 + i}" for i, v in enumerate("abc")]
+    base = FIRST_DATA_OFFSET
+    expected = [f"key-{i} value number {i} {base + i}" for i in range(20)]
+    expected += [f"fixed {v} {base + 20 + i}" for i, v in enumerate("abc")]
     assert out.splitlines() == expected
 
 
 def test_kcat_consume_from_offset_and_count(broker):
+    """-o <offset of m4> -c 3 reads exactly m4, m5, m6 at their offsets."""
     topic = unique_topic("kcat-off")
     create_topic(broker.bootstrap, topic, partitions=1)
     kcat("-P", "-b", broker.bootstrap, "-t", topic, "-p", "0",
          input_text="".join(f"m{i}\n" for i in range(10)))
-    out = kcat("-C", "-b", broker.bootstrap, "-t", topic, "-p", "0", "-o", "4", "-c", "3",
-               "-e", "-f", "%s@%o\n")
-    assert out.splitlines() == ["m4@4", "m5@5", "m6@6"]
+    base = FIRST_DATA_OFFSET
+    out = kcat("-C", "-b", broker.bootstrap, "-t", topic, "-p", "0", "-o", str(base + 4),
+               "-c", "3", "-e", "-f", "%s@%o\n")
+    assert out.splitlines() == [f"m{i}@{base + i}" for i in (4, 5, 6)]
