@@ -117,3 +117,28 @@ fn a_flipped_bit_in_the_tail_cuts_at_that_batch() {
         check_kept(&h, &original, kept, &format!("flip at byte {pos}"));
     }
 }
+
+/// A damaged Raft state file or epoch checkpoint stops the node with a message naming the
+/// file, instead of running with a term or epoch history it cannot trust.
+#[test]
+fn damaged_raft_state_or_checkpoint_is_a_clear_fatal_error() {
+    for (file, damage) in [
+        ("t-0/raft.state", 9usize),
+        ("t-0/leader-epoch-checkpoint", 0usize),
+    ] {
+        let (mut disk, _) = populated(1);
+        let bytes = disk
+            .durable
+            .get_mut(file)
+            .unwrap_or_else(|| panic!("{file} exists"));
+        bytes[damage] ^= 0x5a;
+        disk.crash();
+        let h = Harness::start_on(BrokerConfig::default(), disk);
+        assert!(!h.ready, "{file}: the node must not serve");
+        let reason = h.fatal.clone().unwrap_or_default();
+        assert!(
+            reason.contains(file),
+            "{file}: the error names the file: {reason}"
+        );
+    }
+}

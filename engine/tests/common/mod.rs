@@ -159,6 +159,13 @@ impl Harness {
     }
 
     pub fn with_disk(config: BrokerConfig, disk: MemDisk) -> Harness {
+        let h = Self::start_on(config, disk);
+        assert!(h.ready, "engine became ready (fatal: {:?})", h.fatal);
+        h
+    }
+
+    /// Starts on `disk` and runs IO until it settles, ready or not.
+    pub fn start_on(config: BrokerConfig, disk: MemDisk) -> Harness {
         let engine = Engine::new(config.clone());
         let mut h = Harness {
             engine,
@@ -179,7 +186,6 @@ impl Harness {
         };
         h.input(Input::Start);
         h.settle();
-        assert!(h.ready, "engine became ready (fatal: {:?})", h.fatal);
         h
     }
 
