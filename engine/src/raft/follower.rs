@@ -10,7 +10,7 @@
 use super::core::RaftCore;
 use super::msg::{AppendResult, Entry, RaftMsg};
 use super::vlog::Span;
-use super::{RaftAction, RaftLog};
+use super::{NodeId, RaftAction, RaftLog};
 
 impl RaftCore {
     /// An Append of our term from our leader (the caller checked both).
@@ -49,6 +49,11 @@ impl RaftCore {
         self.advance_follower_commit(log);
         let durable_end = self.follower_ack(log);
         self.acked_end = self.acked_end.max(durable_end);
+        self.send_append_ok(leader, durable_end, out);
+    }
+
+    /// Acknowledges the matched prefix up to `durable_end` to `leader`.
+    fn send_append_ok(&mut self, leader: NodeId, durable_end: u64, out: &mut Vec<RaftAction>) {
         let result = AppendResult::Ok {
             durable_end,
             match_end: self.matched_end,
@@ -89,18 +94,7 @@ impl RaftCore {
         let durable_end = self.follower_ack(log);
         if durable_end > self.acked_end {
             self.acked_end = durable_end;
-            let result = AppendResult::Ok {
-                durable_end,
-                match_end: self.matched_end,
-            };
-            self.send(
-                leader,
-                RaftMsg::AppendResp {
-                    term: self.term,
-                    result,
-                },
-                out,
-            );
+            self.send_append_ok(leader, durable_end, out);
         }
     }
 
