@@ -56,6 +56,59 @@ pub struct BrokerConfig {
     pub rng_seed: u64,
     /// Test-only switch for planted bugs; inert unless built with `planted-bugs`.
     pub planted: PlantedBugs,
+    /// `controller.quorum.voters`: the nodes that hold the `__cluster_metadata` log and
+    /// elect the controller, with their peer addresses. Empty: this node alone (a
+    /// single-node cluster). A node must be one of the voters.
+    pub quorum_voters: Vec<Voter>,
+}
+
+/// One metadata quorum voter: `id@host:port`, the port of its peer listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses `controller.quorum.voters`: `1@host:port,2@host:port,…` (ids distinct).
+pub fn parse_voters(value: &str) -> Result<Vec<Voter>, String> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| format!("'{item}' is not id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|&n: &i32| n >= 0)
+            .ok_or_else(|| format!("'{id}' in '{item}' is not a node id"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| format!("'{addr}' in '{item}' is not host:port"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|&p: &u16| p > 0)
+            .ok_or_else(|| format!("'{port}' in '{item}' is not a port"))?;
+        if voters.iter().any(|v| v.id == id) {
+            return Err(format!("node {id} is listed twice"));
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        voters.push(Voter { id, host, port });
+    }
+    Ok(voters)
+}
+
+impl BrokerConfig {
+    /// The metadata quorum's voter ids: the configured voters, or this node alone.
+    pub fn voter_ids(&self) -> Vec<i32> {
+        if self.quorum_voters.is_empty() {
+            vec![self.node_id]
+        } else {
+            self.quorum_voters.iter().map(|v| v.id).collect()
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -79,6 +132,7 @@ impl Default for BrokerConfig {
             tail_cache_bytes: 4 * 1024 * 1024,
             rng_seed: 0,
             planted: PlantedBugs::default(),
+            quorum_voters: Vec::new(),
         }
     }
 }
@@ -111,6 +165,10 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "advertised.listeners",
         doc: "host:port given to clients",
+    },
+    BrokerKey {
+        name: "controller.quorum.voters",
+        doc: "metadata quorum voters as id@host:port,... (peer listeners)",
     },
     BrokerKey {
         name: "num.partitions",
@@ -285,6 +343,13 @@ impl BrokerConfig {
             "socket.request.max.bytes" => {
                 self.socket_request_max_bytes = at_least(key, parse_num(key, value)?, 1)?
             }
+            "controller.quorum.voters" => {
+                self.quorum_voters = parse_voters(value).map_err(|reason| ConfigError::InvalidValue {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    reason,
+                })?
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -310,6 +375,12 @@ impl BrokerConfig {
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "log.cleanup.policy" => "delete".to_string(),
             "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
+            "controller.quorum.voters" => self
+                .quorum_voters
+                .iter()
+                .map(|v| format!("{}@{}:{}", v.id, v.host, v.port))
+                .collect::<Vec<_>>()
+                .join(","),
             _ => return None,
         })
     }
@@ -402,6 +473,33 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quorum_voters_parse_and_name_mistakes() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.voter_ids(), vec![1]);
+        c.set(
+            "controller.quorum.voters",
+            "1@127.0.0.1:9192, 2@[::1]:9193,3@h:9194",
+        )
+        .unwrap();
+        assert_eq!(c.voter_ids(), vec![1, 2, 3]);
+        assert_eq!(c.quorum_voters[1].host, "::1");
+        assert_eq!(
+            c.get("controller.quorum.voters").as_deref(),
+            Some("1@127.0.0.1:9192,2@::1:9193,3@h:9194")
+        );
+        for (bad, why) in [
+            ("1@h:1,1@h:2", "listed twice"),
+            ("x@h:1", "not a node id"),
+            ("1h:1", "not id@host:port"),
+            ("1@h", "not host:port"),
+            ("1@h:0", "not a port"),
+        ] {
+            let err = c.set("controller.quorum.voters", bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn set_and_get_round_trip() {

@@ -367,6 +367,9 @@ impl Engine {
         if self.lifecycle == Lifecycle::Recovering && self.recoveries.is_empty() {
             self.lifecycle = Lifecycle::Running;
             tracing::info!(partitions = self.logs.len(), "recovery complete");
+            self.kafka.responses.push(Output::ClusterId {
+                id: self.meta.cluster_id.clone(),
+            });
             self.kafka.responses.push(Output::Ready);
         }
     }

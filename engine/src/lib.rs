@@ -81,6 +81,9 @@ pub enum Output {
     SetTimer { at_mono_ms: u64 },
     /// Recovery is complete; the driver may accept client connections.
     Ready,
+    /// The id of the cluster this node belongs to, once known (from the data directory or
+    /// from the metadata log). The driver checks peers' handshakes against it.
+    ClusterId { id: String },
     /// After [`Input::Shutdown`]: every acknowledged write is durable; the driver may exit.
     Stopped,
     /// The engine hit an unrecoverable storage error (e.g. fsync failed) and stopped

@@ -268,6 +268,13 @@ impl<E: Driven> Driver<E> {
             }
             Output::SetTimer { at_mono_ms } => self.timer.set(at_mono_ms),
             Output::Ready => self.on_ready(),
+            Output::ClusterId { id } => {
+                if let Some(peers) = &self.peers {
+                    if let Err(e) = peers.set_cluster_id(&id) {
+                        warn!(error = %e, "cluster id not usable in peer handshakes");
+                    }
+                }
+            }
             Output::Stopped => {
                 info!("engine stopped cleanly");
                 return Some(Ok(()));

@@ -391,6 +391,7 @@ impl World {
                     );
                 }
             }
+            Output::ClusterId { .. } => {}
             Output::Ready => {
                 if self.nodes[n].state == NodeState::Recovering {
                     self.nodes[n].state = NodeState::Ready;

@@ -173,6 +173,10 @@ fn hash_output(h: &mut Fnv64, output: &Output) {
             h.tag(6);
             h.blob(reason.as_bytes());
         }
+        Output::ClusterId { id } => {
+            h.tag(8);
+            h.blob(id.as_bytes());
+        }
         Output::SendPeer { to, msg } => {
             h.tag(7);
             h.u64(*to as u64);

@@ -35,6 +35,9 @@ pub use envelope::{Control, Envelope, GroupId};
 /// go out every [`RaftConfig::heartbeat_interval_ms`].
 pub const TICK_MS: u64 = 25;
 
+/// The metadata log's topic name, as in KRaft.
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
 pub(crate) struct Replica {
     pub log: LogId,
     pub raft: RaftCore,
@@ -54,6 +57,31 @@ pub(crate) struct Replica {
     persist_next: Option<HardState>,
     /// Followers whose entries are being read from disk.
     reading: BTreeSet<NodeId>,
+}
+
+/// What one replica looks like from outside, for the simulator's invariants and for tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub group: GroupId,
+    /// The topic (`__cluster_metadata` for the metadata log) and partition.
+    pub topic: String,
+    pub partition: i32,
+    pub voters: Vec<NodeId>,
+    pub role: Role,
+    pub term: i32,
+    pub leader: Option<NodeId>,
+    /// The term and vote known to be on disk.
+    pub durable_term: i32,
+    pub durable_vote: Option<NodeId>,
+    /// Raft's commit end (the high watermark) as this replica knows it.
+    pub commit_end: u64,
+    pub log_start: u64,
+    pub log_end: u64,
+    pub durable_end: u64,
+    /// The log's epoch history: (epoch, first offset), ascending.
+    pub epochs: Vec<(i32, u64)>,
+    /// The core is halted while its log rewinds after a failed write.
+    pub halted: bool,
 }
 
 impl RaftLog for PartitionLog {
@@ -550,6 +578,39 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// Every replica on this node, in group order.
+    pub fn replica_status(&self) -> Vec<ReplicaStatus> {
+        let names: std::collections::BTreeMap<crate::log::partition::LogId, &(String, i32)> =
+            self.partitions.iter().map(|(k, id)| (*id, k)).collect();
+        self.replicas
+            .iter()
+            .filter_map(|(&group, r)| {
+                let log = self.logs.get(&r.log)?;
+                let (topic, partition) = match names.get(&r.log) {
+                    Some((t, p)) => (t.clone(), *p),
+                    None => (METADATA_TOPIC.to_string(), group.partition),
+                };
+                Some(ReplicaStatus {
+                    group,
+                    topic,
+                    partition,
+                    voters: r.voters.clone(),
+                    role: r.raft.role(),
+                    term: r.raft.term(),
+                    leader: r.raft.leader(),
+                    durable_term: r.persisted.term,
+                    durable_vote: r.persisted.voted_for,
+                    commit_end: log.commit_end.unwrap_or(0),
+                    log_start: log.log_start_offset,
+                    log_end: log.log_end_offset(),
+                    durable_end: log.durable_end(),
+                    epochs: log.epochs().entries().to_vec(),
+                    halted: r.halted,
+                })
+            })
+            .collect()
     }
 
     /// The replica of a log, if one drives it.

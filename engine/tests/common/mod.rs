@@ -201,6 +201,7 @@ impl Harness {
                 Output::CloseConnection { conn } => self.closed.push(conn),
                 Output::SetTimer { at_mono_ms } => self.timer = Some(at_mono_ms),
                 Output::Ready => self.ready = true,
+                Output::ClusterId { .. } => {}
                 Output::Stopped => self.stopped = true,
                 Output::Fatal { reason } => self.fatal = Some(reason),
                 Output::SendPeer { to, .. } => panic!("a single node has no peer {to} to send to"),
