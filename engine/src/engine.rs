@@ -9,15 +9,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::cluster::ClusterImage;
 use crate::config::LogConfig;
 use crate::io::{IoError, IoOp, IoResult, Token};
 use crate::kafka::KafkaState;
 use crate::log::partition::{LogEvent, LogId, PartIo, PartitionLog};
 use crate::log::read::{ReadJob, ReadOutcome, ReadStep};
 use crate::log::recovery::{Recovery, RecoveryStep};
-use crate::meta::{self, MetaImage, TopicMeta};
+use crate::meta::{self, NodeMeta};
 use crate::raft::{HardState, NodeId};
-use crate::replica::{Envelope, GroupId, Replica};
+use crate::replica::controller::Controller;
+use crate::replica::{Envelope, GroupId, Replica, METADATA_TOPIC};
 use crate::{BrokerConfig, ConnId, Input, Output, Time};
 
 /// What an outstanding IO op is for.
@@ -29,9 +31,8 @@ pub(crate) enum IoTag {
     MetaRead,
     MetaWrite(u64),
     RootList,
-    Cleanup,
-    /// One directory of a topic deletion, keyed by the metadata write that removed the topic.
-    DeleteDir(u64),
+    /// A partition directory being removed (its topic was deleted, or it is a leftover).
+    DeleteDir(String),
     /// A replica's Raft state file, written for the core of the given generation.
     HardState(GroupId, HardState, u64),
 }
@@ -71,15 +72,26 @@ pub(crate) enum Lifecycle {
     Failed,
 }
 
-/// Who waits for a metadata write, and what happens once it is durable.
+/// Who waits for a write of `gregor.meta`, and what happens once it is durable.
 #[derive(Debug)]
 pub(crate) enum MetaWriteThen {
     /// First start on an empty data dir: go on with recovery.
     Startup,
-    /// Start these partition logs (new topic or new partitions), then tell the Kafka layer.
-    CreateLogs { op: u64, partitions: Vec<(String, i32)> },
-    /// Delete these partition directories, then tell the Kafka layer.
-    DeleteDirs { op: u64, dirs: Vec<String> },
+    /// The cluster id was recorded: nothing more.
+    Nothing,
+}
+
+/// What a log recovery is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RecoveryFor {
+    /// `__cluster_metadata-0`.
+    Metadata,
+    /// A partition of topic `topic_id` this node is a replica of.
+    Partition {
+        topic: String,
+        partition: i32,
+        topic_id: u128,
+    },
 }
 
 /// Who waits for a read job: a Kafka request, or a Raft leader's follower.
@@ -91,6 +103,8 @@ pub(crate) enum ReadFor {
         to: NodeId,
         generation: u64,
     },
+    /// Committed metadata records for the image.
+    Metadata,
 }
 
 /// A Kafka request's read: which request, which slot of it.
@@ -109,17 +123,28 @@ pub struct Engine {
     pub(crate) now: Time,
     pub(crate) q: IoQueue,
     pub(crate) lifecycle: Lifecycle,
-    pub(crate) meta: MetaImage,
+    /// This data directory's identity (`gregor.meta`).
+    pub(crate) node_meta: NodeMeta,
+    /// The cluster as the committed metadata log describes it.
+    pub(crate) image: ClusterImage,
+    /// The `__cluster_metadata` log, once recovered.
+    pub(crate) meta_log: Option<LogId>,
+    /// A read of committed metadata records is in flight.
+    pub(crate) meta_reading: bool,
+    /// Until the image has applied what the metadata log held at startup (`Some(end)`),
+    /// partition directories are left alone: an image behind the disk could take a live
+    /// partition for a deleted one.
+    pub(crate) meta_gate: Option<u64>,
+    pub(crate) controller: Controller,
     /// Visible partitions: (topic, partition) → log.
     pub(crate) partitions: BTreeMap<(String, i32), LogId>,
     pub(crate) logs: BTreeMap<LogId, PartitionLog>,
     next_log_id: LogId,
-    recoveries: BTreeMap<LogId, (Recovery, String, i32, Option<u64>)>,
+    pub(crate) recoveries: BTreeMap<LogId, (Recovery, RecoveryFor)>,
     meta_writes: BTreeMap<u64, MetaWriteThen>,
     next_meta_write: u64,
-    /// Directory deletions in flight, one entry per deleted topic (a request may delete
-    /// several): metadata write id → (admin op, directories left).
-    deletions: BTreeMap<u64, (u64, usize)>,
+    /// Partition directories being deleted.
+    pub(crate) dir_deletes: BTreeSet<String>,
     reads: BTreeMap<u64, (ReadJob, LogId, ReadFor)>,
     next_read: u64,
     pub(crate) kafka: KafkaState,
@@ -144,14 +169,19 @@ impl Engine {
             now: Time::default(),
             q: IoQueue::default(),
             lifecycle: Lifecycle::Starting,
-            meta: MetaImage::default(),
+            node_meta: NodeMeta::default(),
+            image: ClusterImage::default(),
+            meta_log: None,
+            meta_reading: false,
+            meta_gate: None,
+            controller: Controller::default(),
             partitions: BTreeMap::new(),
             logs: BTreeMap::new(),
             next_log_id: 1,
             recoveries: BTreeMap::new(),
             meta_writes: BTreeMap::new(),
             next_meta_write: 1,
-            deletions: BTreeMap::new(),
+            dir_deletes: BTreeSet::new(),
             reads: BTreeMap::new(),
             next_read: 1,
             kafka: KafkaState::default(),
@@ -169,9 +199,9 @@ impl Engine {
         &self.config
     }
 
-    /// The cluster id (valid once the engine is ready).
+    /// The cluster id (known once the engine is ready).
     pub fn cluster_id(&self) -> &str {
-        &self.meta.cluster_id
+        self.node_meta.cluster_id.as_deref().unwrap_or("")
     }
 
     /// High watermark of a partition, for tests and the simulator's checks.
@@ -221,7 +251,7 @@ impl Engine {
             && self.logs.values().all(|l| l.is_quiet())
             && self.meta_writes.is_empty()
             && self.recoveries.is_empty()
-            && self.deletions.is_empty()
+            && self.dir_deletes.is_empty()
         {
             self.lifecycle = Lifecycle::Stopped;
             tracing::info!("stopped: every acknowledged write is durable");
@@ -266,39 +296,37 @@ impl Engine {
 
     fn on_meta_read(&mut self, result: IoResult) {
         match result {
-            IoResult::Read(bytes) => match MetaImage::decode(&bytes) {
-                Ok(image) if image.node_id != self.config.node_id => self.fail(format!(
+            IoResult::Read(bytes) => match NodeMeta::decode(&bytes) {
+                Ok(m) if m.node_id != self.config.node_id => self.fail(format!(
                     "data directory belongs to node {} but this is node {}",
-                    image.node_id, self.config.node_id
+                    m.node_id, self.config.node_id
                 )),
-                Ok(image) => {
-                    self.meta = image;
-                    self.q.submit(IoOp::List { dir: String::new() }, IoTag::RootList);
+                Ok(m) => {
+                    self.node_meta = m;
+                    self.start_metadata_recovery();
                 }
                 Err(e) => self.fail(format!("{}: {e}", meta::META_FILE)),
             },
             IoResult::Err(IoError::NotFound) => {
-                let id = self.random_u128();
-                self.meta = MetaImage {
-                    cluster_id: crate::kafka::uuid_string(id),
+                self.node_meta = NodeMeta {
                     node_id: self.config.node_id,
-                    topics: BTreeMap::new(),
+                    cluster_id: None,
                 };
-                tracing::info!(cluster_id = %self.meta.cluster_id, "new data directory");
+                tracing::info!(node_id = self.config.node_id, "new data directory");
                 self.write_meta(MetaWriteThen::Startup);
             }
             other => self.fail(format!("reading {}: {other:?}", meta::META_FILE)),
         }
     }
 
-    /// Persists the metadata image; `then` runs once it is durable.
+    /// Persists `gregor.meta`; `then` runs once it is durable.
     pub(crate) fn write_meta(&mut self, then: MetaWriteThen) {
         let id = self.next_meta_write;
         self.next_meta_write += 1;
         self.meta_writes.insert(id, then);
         let op = IoOp::WriteState {
             file: meta::META_FILE.to_string(),
-            data: self.meta.encode(),
+            data: self.node_meta.encode(),
         };
         self.q.submit(op, IoTag::MetaWrite(id));
     }
@@ -306,89 +334,116 @@ impl Engine {
     fn on_meta_written(&mut self, id: u64, result: IoResult) {
         let then = self.meta_writes.remove(&id).expect("a pending metadata write");
         if let IoResult::Err(e) = result {
-            // The image in memory may now be ahead of the disk: stop rather than diverge.
             self.fail(format!("writing {}: {e}", meta::META_FILE));
             return;
         }
         match then {
-            MetaWriteThen::Startup => {
-                self.q.submit(IoOp::List { dir: String::new() }, IoTag::RootList);
-            }
-            MetaWriteThen::CreateLogs { op, partitions } => {
-                for (topic, p) in partitions {
-                    self.start_recovery(topic, p, Some(op));
-                }
-                self.admin_progress(op);
-            }
-            MetaWriteThen::DeleteDirs { op, dirs } => {
-                if dirs.is_empty() {
-                    self.admin_progress(op);
-                    return;
-                }
-                self.deletions.insert(id, (op, dirs.len()));
-                for dir in dirs {
-                    self.q.submit(IoOp::Delete { path: dir }, IoTag::DeleteDir(id));
-                }
-            }
+            MetaWriteThen::Startup => self.start_metadata_recovery(),
+            MetaWriteThen::Nothing => {}
         }
+    }
+
+    fn start_metadata_recovery(&mut self) {
+        if let Some(id) = &self.node_meta.cluster_id {
+            self.kafka.responses.push(Output::ClusterId { id: id.clone() });
+        }
+        if !self.config.voter_ids().contains(&self.config.node_id) {
+            let voters = self.config.voter_ids();
+            self.fail(format!(
+                "node {} is not one of the metadata quorum's voters {voters:?} (controller.quorum.voters / --peers)",
+                self.config.node_id
+            ));
+            return;
+        }
+        self.start_recovery_for(RecoveryFor::Metadata);
+    }
+
+    /// Lists the data directory once the image is trustworthy, to remove leftovers.
+    pub(crate) fn list_root(&mut self) {
+        self.q.submit(IoOp::List { dir: String::new() }, IoTag::RootList);
     }
 
     fn on_root_listed(&mut self, result: IoResult) {
         let entries = match result {
             IoResult::List(entries) => entries,
-            other => return self.fail(format!("listing the data directory: {other:?}")),
+            other => {
+                tracing::warn!("listing the data directory: {other:?}");
+                return;
+            }
         };
-        let mut known: BTreeSet<String> = BTreeSet::new();
-        for (topic, t) in &self.meta.topics {
-            for p in 0..t.partitions {
-                known.insert(meta::partition_dir(topic, p));
-            }
-        }
-        for e in entries.iter().filter(|e| e.is_dir && !known.contains(&e.name)) {
-            if looks_like_partition_dir(&e.name) {
-                tracing::info!(dir = %e.name, "removing the directory of a deleted topic");
-                self.q
-                    .submit(IoOp::Delete { path: e.name.clone() }, IoTag::Cleanup);
-            }
-        }
-        let all: Vec<(String, i32)> = self
-            .meta
-            .topics
-            .iter()
-            .flat_map(|(t, m)| (0..m.partitions).map(move |p| (t.clone(), p)))
+        let wanted: BTreeSet<String> = self
+            .wanted_partitions()
+            .keys()
+            .map(|(t, p)| meta::partition_dir(t, *p))
             .collect();
-        for (topic, p) in all {
-            self.start_recovery(topic, p, None);
+        let metadata_dir = meta::partition_dir(METADATA_TOPIC, 0);
+        let leftovers: Vec<String> = entries
+            .iter()
+            .filter(|e| e.is_dir && e.name != metadata_dir && !wanted.contains(&e.name))
+            .filter(|e| looks_like_partition_dir(&e.name))
+            .map(|e| e.name.clone())
+            .collect();
+        for dir in leftovers {
+            let busy = self.logs.values().any(|l| l.dir == dir) || self.recovering_dir(&dir);
+            if !busy {
+                tracing::info!(%dir, "removing the directory of a partition this node no longer hosts");
+                self.delete_dir(dir);
+            }
         }
-        self.maybe_ready();
     }
 
-    fn maybe_ready(&mut self) {
-        if self.lifecycle == Lifecycle::Recovering && self.recoveries.is_empty() {
+    /// Removes a partition directory (once; a later recovery of the same name waits).
+    pub(crate) fn delete_dir(&mut self, dir: String) {
+        if self.dir_deletes.insert(dir.clone()) {
+            self.q
+                .submit(IoOp::Delete { path: dir.clone() }, IoTag::DeleteDir(dir));
+        }
+    }
+
+    pub(crate) fn recovering_dir(&self, dir: &str) -> bool {
+        self.recoveries.values().any(|(_, f)| match f {
+            RecoveryFor::Metadata => dir == meta::partition_dir(METADATA_TOPIC, 0),
+            RecoveryFor::Partition { topic, partition, .. } => dir == meta::partition_dir(topic, *partition),
+        })
+    }
+
+    /// Ready once the image has caught up with the metadata log found at startup, knows
+    /// the cluster, and every partition it places here is recovered.
+    pub(crate) fn maybe_ready(&mut self) {
+        if self.lifecycle == Lifecycle::Recovering
+            && self.meta_log.is_some()
+            && self.meta_gate.is_none()
+            && self.image.cluster_id.is_some()
+            && self.recoveries.is_empty()
+        {
             self.lifecycle = Lifecycle::Running;
-            tracing::info!(partitions = self.logs.len(), "recovery complete");
-            self.kafka.responses.push(Output::ClusterId {
-                id: self.meta.cluster_id.clone(),
-            });
+            tracing::info!(partitions = self.partitions.len(), "recovery complete");
             self.kafka.responses.push(Output::Ready);
         }
     }
 
-    /// Starts recovering (or creating) a partition's log. `op` is the admin op waiting.
-    pub(crate) fn start_recovery(&mut self, topic: String, partition: i32, op: Option<u64>) {
+    /// Starts recovering (or creating) a log.
+    pub(crate) fn start_recovery_for(&mut self, what: RecoveryFor) {
         let id = self.next_log_id;
         self.next_log_id += 1;
-        let dir = meta::partition_dir(&topic, partition);
-        let config = self.log_config(&topic);
+        let (dir, config) = match &what {
+            RecoveryFor::Metadata => (
+                meta::partition_dir(METADATA_TOPIC, 0),
+                LogConfig::resolve(&self.config, &BTreeMap::new()),
+            ),
+            RecoveryFor::Partition { topic, partition, .. } => {
+                (meta::partition_dir(topic, *partition), self.log_config(topic))
+            }
+        };
         let skip_crc = self.config.planted.skip_recovery_crc();
         let (rec, step) = Recovery::start(&dir, config.index_interval_bytes, skip_crc, self.now.wall_ms);
-        self.recoveries.insert(id, (rec, topic, partition, op));
+        self.recoveries.insert(id, (rec, what));
         self.recovery_step(id, step);
     }
 
     pub(crate) fn log_config(&self, topic: &str) -> LogConfig {
         let empty = BTreeMap::new();
-        let overrides = self.meta.topics.get(topic).map_or(&empty, |t| &t.configs);
+        let overrides = self.image.topics.get(topic).map_or(&empty, |t| &t.configs);
         LogConfig::resolve(&self.config, overrides)
     }
 
@@ -398,40 +453,48 @@ impl Engine {
                 self.q.submit(op, IoTag::Recovery(id));
             }
             RecoveryStep::Done(recovered) => {
-                let Some((_, topic, partition, op)) = self.recoveries.remove(&id) else {
+                let Some((_, what)) = self.recoveries.remove(&id) else {
                     return;
                 };
-                let still_wanted = self
-                    .meta
-                    .topics
-                    .get(&topic)
-                    .is_some_and(|t| partition < t.partitions);
-                if still_wanted {
-                    let dir = meta::partition_dir(&topic, partition);
-                    let config = self.log_config(&topic);
-                    let mut recovered = recovered;
-                    let raft_state = recovered.raft_state.take();
-                    let log = PartitionLog::new(id, dir, config, recovered, self.tail_cache_bytes);
-                    tracing::debug!(%topic, partition, leo = log.log_end_offset(), "partition ready");
-                    self.logs.insert(id, log);
-                    self.partitions.insert((topic.clone(), partition), id);
-                    let group = GroupId {
-                        topic_id: self.topic_id(&topic).unwrap_or(0),
+                match what {
+                    RecoveryFor::Metadata => self.metadata_recovered(id, recovered),
+                    RecoveryFor::Partition {
+                        topic,
                         partition,
-                    };
-                    // Until the metadata log assigns replicas, a partition's only replica is
-                    // this node.
-                    let voters = vec![self.config.node_id];
-                    if let Err(e) = self.start_replica(group, id, voters, raft_state) {
-                        self.fail(e);
-                        return;
-                    }
+                        topic_id,
+                    } => self.partition_recovered(id, recovered, topic, partition, topic_id),
                 }
-                if let Some(op) = op {
-                    self.admin_progress(op);
-                }
+                self.controller_progress();
                 self.maybe_ready();
             }
+        }
+    }
+
+    fn partition_recovered(
+        &mut self,
+        id: LogId,
+        mut recovered: crate::log::recovery::Recovered,
+        topic: String,
+        partition: i32,
+        topic_id: u128,
+    ) {
+        let dir = meta::partition_dir(&topic, partition);
+        let wanted = self.wanted_partitions().remove(&(topic.clone(), partition));
+        let Some((wanted_id, voters)) = wanted.filter(|(wid, _)| *wid == topic_id) else {
+            // Deleted (or re-created under a new id) while it was recovering.
+            self.delete_dir(dir);
+            return;
+        };
+        debug_assert_eq!(wanted_id, topic_id);
+        let config = self.log_config(&topic);
+        let raft_state = recovered.raft_state.take();
+        let log = PartitionLog::new(id, dir, config, recovered, self.tail_cache_bytes);
+        tracing::debug!(%topic, partition, leo = log.log_end_offset(), "partition ready");
+        self.logs.insert(id, log);
+        self.partitions.insert((topic, partition), id);
+        let group = GroupId { topic_id, partition };
+        if let Err(e) = self.start_replica(group, id, voters, raft_state) {
+            self.fail(e);
         }
     }
 
@@ -456,25 +519,18 @@ impl Engine {
             IoTag::MetaRead => self.on_meta_read(result),
             IoTag::MetaWrite(id) => self.on_meta_written(id, result),
             IoTag::RootList => self.on_root_listed(result),
-            IoTag::DeleteDir(id) => {
+            IoTag::DeleteDir(dir) => {
                 if let IoResult::Err(e) = &result {
-                    tracing::warn!(error = %e, "removing a deleted topic's data failed");
+                    if *e != IoError::NotFound {
+                        tracing::warn!(%dir, error = %e, "removing a partition directory failed");
+                    }
                 }
-                let (op, left) = self.deletions.get_mut(&id).expect("a pending deletion");
-                let op = *op;
-                *left -= 1;
-                if *left == 0 {
-                    self.deletions.remove(&id);
-                    self.admin_progress(op);
-                }
+                self.dir_deletes.remove(&dir);
+                self.reconcile_partitions();
+                self.controller_progress();
             }
             IoTag::HardState(group, hs, generation) => {
                 self.on_hard_state_written(group, hs, generation, result)
-            }
-            IoTag::Cleanup => {
-                if let IoResult::Err(e) = result {
-                    tracing::warn!(error = %e, "removing a deleted topic's data failed");
-                }
             }
         }
     }
@@ -497,6 +553,9 @@ impl Engine {
         if ev.advanced {
             self.replica_log_changed(id);
             self.kafka_log_advanced(id);
+            if Some(id) == self.meta_log {
+                self.meta_apply();
+            }
         }
     }
 
@@ -535,6 +594,7 @@ impl Engine {
                 to,
                 generation,
             } => self.replica_read_done(group, to, generation, outcome),
+            ReadFor::Metadata => self.metadata_read_done(outcome),
         }
     }
 
@@ -563,75 +623,12 @@ impl Engine {
         self.read_step(id, step);
     }
 
-    /// Adds a topic to the image (caller validated it) and persists it; its logs start once
-    /// the image is durable, then admin op `op` hears about each.
-    pub(crate) fn create_topic(
-        &mut self,
-        name: &str,
-        id: u128,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
-        op: u64,
-    ) {
-        assert!(partitions >= 1);
-        assert!(!self.meta.topics.contains_key(name));
-        self.meta.topics.insert(
-            name.to_string(),
-            TopicMeta {
-                id,
-                partitions,
-                configs,
-            },
-        );
-        let parts = (0..partitions).map(|p| (name.to_string(), p)).collect();
-        self.write_meta(MetaWriteThen::CreateLogs {
-            op,
-            partitions: parts,
-        });
-    }
-
-    /// Grows a topic to `total` partitions.
-    pub(crate) fn add_partitions(&mut self, name: &str, total: i32, op: u64) {
-        let Some(t) = self.meta.topics.get_mut(name) else {
-            return;
-        };
-        assert!(total > t.partitions);
-        let old = t.partitions;
-        t.partitions = total;
-        let parts = (old..total).map(|p| (name.to_string(), p)).collect();
-        self.write_meta(MetaWriteThen::CreateLogs {
-            op,
-            partitions: parts,
-        });
-    }
-
-    /// Removes a topic: invisible at once, its data removed once the image is durable.
-    pub(crate) fn delete_topic(&mut self, name: &str, op: u64) {
-        let Some(t) = self.meta.topics.remove(name) else {
-            return;
-        };
-        let mut dirs = Vec::new();
-        for p in 0..t.partitions {
-            if let Some(id) = self.partitions.remove(&(name.to_string(), p)) {
-                self.stop_replica(id);
-                self.logs.remove(&id);
-                self.kafka_log_removed(id);
-            }
-            dirs.push(meta::partition_dir(name, p));
-        }
-        self.write_meta(MetaWriteThen::DeleteDirs { op, dirs });
-    }
-
     pub(crate) fn topic_id(&self, name: &str) -> Option<u128> {
-        self.meta.topics.get(name).map(|t| t.id)
+        self.image.topics.get(name).map(|t| t.id)
     }
 
     pub(crate) fn topic_by_id(&self, id: u128) -> Option<&str> {
-        self.meta
-            .topics
-            .iter()
-            .find(|(_, t)| t.id == id)
-            .map(|(n, _)| n.as_str())
+        self.image.names.get(&id).map(String::as_str)
     }
 
     pub(crate) fn on_connection_closed(&mut self, conn: ConnId) {

@@ -1,32 +1,25 @@
-//! Durable topic metadata: the cluster id and every topic with its id, partition count and
-//! config overrides, kept in one small state file replaced atomically on every change.
+//! The node's identity file, `gregor.meta`: which node this data directory belongs to and,
+//! once known, the cluster. Topics live in the replicated `__cluster_metadata` log, not
+//! here. Replaced atomically on change.
 //!
-//! File format: `GRM1` magic, CRC32C (big-endian u32) of the JSON body, then the JSON body.
-//! Invariants: topic names are valid Kafka names; partition counts are >= 1; ids unique.
-
-use std::collections::BTreeMap;
+//! File format: `GRM2` magic, CRC32C (big-endian u32) of the JSON body, then the JSON body.
+//! A `GRM1` file (an earlier Gregor that kept topics in this file) is refused with an error
+//! that says so.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-/// The metadata file, relative to the data directory.
+/// The identity file, relative to the data directory.
 pub const META_FILE: &str = "gregor.meta";
-const MAGIC: &[u8; 4] = b"GRM1";
+const MAGIC: &[u8; 4] = b"GRM2";
+const OLD_MAGIC: &[u8; 4] = b"GRM1";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicMeta {
-    /// Kafka topic id (a UUID) as a u128.
-    pub id: u128,
-    pub partitions: i32,
-    /// Topic-level config overrides (validated on the way in).
-    pub configs: BTreeMap<String, String>,
-}
-
+/// Who this data directory belongs to.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetaImage {
-    pub cluster_id: String,
+pub struct NodeMeta {
     pub node_id: i32,
-    pub topics: BTreeMap<String, TopicMeta>,
+    /// The cluster, once the metadata log told us (a new node learns it from the quorum).
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,6 +30,8 @@ pub enum MetaError {
     BadChecksum,
     #[error("the file does not parse: {0}")]
     Parse(String),
+    #[error("the data directory was written by an earlier Gregor that kept topics in this file; start with an empty data directory")]
+    OldFormat,
 }
 
 /// A small state file: 4 bytes of `magic`, CRC32C (big-endian) of `body`, then `body`.
@@ -61,13 +56,16 @@ pub(crate) fn unseal<'a>(magic: &[u8; 4], bytes: &'a [u8]) -> Result<&'a [u8], M
     Ok(body)
 }
 
-impl MetaImage {
+impl NodeMeta {
     pub fn encode(&self) -> Bytes {
-        // Serializing a struct of strings, ints and BTreeMaps cannot fail.
-        seal(MAGIC, &serde_json::to_vec(self).expect("metadata serializes"))
+        // Serializing an int and an optional string cannot fail.
+        seal(MAGIC, &serde_json::to_vec(self).expect("node meta serializes"))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<MetaImage, MetaError> {
+    pub fn decode(bytes: &[u8]) -> Result<NodeMeta, MetaError> {
+        if bytes.starts_with(OLD_MAGIC) {
+            return Err(MetaError::OldFormat);
+        }
         serde_json::from_slice(unseal(MAGIC, bytes)?).map_err(|e| MetaError::Parse(e.to_string()))
     }
 }
@@ -108,26 +106,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let mut m = MetaImage {
-            cluster_id: "abc".into(),
+        let m = NodeMeta {
             node_id: 1,
-            topics: BTreeMap::new(),
+            cluster_id: Some("abc".into()),
         };
-        m.topics.insert(
-            "t".into(),
-            TopicMeta {
-                id: 7,
-                partitions: 3,
-                configs: BTreeMap::new(),
-            },
-        );
         let bytes = m.encode();
-        assert_eq!(MetaImage::decode(&bytes), Ok(m));
+        assert_eq!(NodeMeta::decode(&bytes), Ok(m));
         let mut bad = bytes.to_vec();
         let last = bad.len() - 2;
         bad[last] ^= 1;
-        assert_eq!(MetaImage::decode(&bad), Err(MetaError::BadChecksum));
-        assert_eq!(MetaImage::decode(b"xx"), Err(MetaError::BadMagic));
+        assert_eq!(NodeMeta::decode(&bad), Err(MetaError::BadChecksum));
+        assert_eq!(NodeMeta::decode(b"xx"), Err(MetaError::BadMagic));
+        assert_eq!(NodeMeta::decode(b"GRM1\0\0\0\0{}"), Err(MetaError::OldFormat));
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl Engine {
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             match r.resource_type {
-                RESOURCE_TOPIC => match self.meta.topics.get(&name) {
+                RESOURCE_TOPIC => match self.image.topics.get(&name) {
                     Some(t) => {
                         res.configs = topic_config_entries(&self.config, &t.configs)
                             .into_iter()

@@ -110,7 +110,7 @@ impl Engine {
         part: &mut FetchPart,
     ) -> i16 {
         let Some(&log_id) = self.partitions.get(&(topic.to_string(), partition)) else {
-            return code::UNKNOWN_TOPIC_OR_PARTITION;
+            return self.missing_partition_code(topic, partition);
         };
         let Some(log) = self.logs.get(&log_id) else {
             return code::UNKNOWN_TOPIC_OR_PARTITION;

@@ -60,7 +60,7 @@ impl Engine {
                     .get(&(name.clone(), p.partition_index))
                     .and_then(|id| self.logs.get(id));
                 match log {
-                    None => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                    None => pr.error_code = self.missing_partition_code(&name, p.partition_index),
                     Some(log) if !log.is_serving() => pr.error_code = code::NOT_LEADER_OR_FOLLOWER,
                     Some(log) if p.current_leader_epoch > log.leader_epoch => {
                         pr.error_code = code::UNKNOWN_LEADER_EPOCH
@@ -173,7 +173,7 @@ impl Engine {
                     .get(&(name.clone(), p.partition))
                     .and_then(|id| self.logs.get(id))
                 {
-                    None => r.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                    None => r.error_code = self.missing_partition_code(&name, p.partition),
                     Some(log) if !log.is_serving() => r.error_code = code::NOT_LEADER_OR_FOLLOWER,
                     Some(log) if p.current_leader_epoch > log.leader_epoch => {
                         r.error_code = code::UNKNOWN_LEADER_EPOCH

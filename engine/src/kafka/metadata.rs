@@ -1,7 +1,5 @@
 //! ApiVersions, Metadata (with auto topic creation) and DescribeCluster.
 
-use std::collections::BTreeMap;
-
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -15,6 +13,7 @@ use kafka_protocol::messages::{
 use super::{code, str_bytes, to_uuid, Ctx, SUPPORTED_APIS};
 use crate::engine::Engine;
 use crate::meta::validate_topic_name;
+use crate::replica::METADATA_TOPIC;
 
 /// "Authorized operations not requested", as Kafka encodes it.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -37,11 +36,36 @@ pub(crate) fn api_versions_response(error_code: i16) -> ResponseKind {
 }
 
 impl Engine {
-    fn broker_entry(&self) -> MetadataResponseBroker {
-        MetadataResponseBroker::default()
-            .with_node_id(BrokerId(self.config.node_id))
-            .with_host(str_bytes(&self.config.advertised_host))
-            .with_port(self.config.advertised_port)
+    /// Brokers clients may reach: every registered one, and this one even before its
+    /// registration is applied.
+    fn broker_entries(&self) -> Vec<(i32, String, i32)> {
+        let me = self.config.node_id;
+        let mut out: Vec<(i32, String, i32)> = self
+            .image
+            .brokers
+            .iter()
+            .filter(|(&id, _)| id != me)
+            .map(|(&id, b)| (id, b.host.clone(), b.port))
+            .collect();
+        out.push((
+            me,
+            self.config.advertised_host.clone(),
+            self.config.advertised_port,
+        ));
+        out.sort();
+        out
+    }
+
+    fn controller_id(&self) -> i32 {
+        self.metadata_leader().unwrap_or(-1)
+    }
+
+    fn known_cluster_id(&self) -> String {
+        self.image
+            .cluster_id
+            .clone()
+            .or_else(|| self.node_meta.cluster_id.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn handle_metadata(&mut self, ctx: &Ctx, req: MetadataRequest) -> ResponseKind {
@@ -59,7 +83,7 @@ impl Engine {
         let mut topics = Vec::new();
         match wanted {
             None => {
-                let names: Vec<String> = self.meta.topics.keys().cloned().collect();
+                let names: Vec<String> = self.image.topics.keys().cloned().collect();
                 for name in names {
                     topics.push(self.topic_metadata(&name));
                 }
@@ -85,11 +109,21 @@ impl Engine {
                 }
             }
         }
+        let brokers = self
+            .broker_entries()
+            .into_iter()
+            .map(|(id, host, port)| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(str_bytes(&host))
+                    .with_port(port)
+            })
+            .collect();
         ResponseKind::Metadata(
             MetadataResponse::default()
-                .with_brokers(vec![self.broker_entry()])
-                .with_cluster_id(Some(str_bytes(&self.meta.cluster_id)))
-                .with_controller_id(BrokerId(self.config.node_id))
+                .with_brokers(brokers)
+                .with_cluster_id(Some(str_bytes(&self.known_cluster_id())))
+                .with_controller_id(BrokerId(self.controller_id()))
                 .with_topics(topics)
                 .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
         )
@@ -102,57 +136,83 @@ impl Engine {
                 .with_name(Some(TopicName(str_bytes(name))))
                 .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         };
-        if self.meta.topics.contains_key(name) {
+        if self.image.topics.contains_key(name) {
             return self.topic_metadata(name);
         }
         if validate_topic_name(name).is_err() {
             return error(code::INVALID_TOPIC_EXCEPTION);
         }
-        if !(allow_auto && self.config.auto_create_topics_enable) {
+        if !(allow_auto && self.config.auto_create_topics_enable) || name == METADATA_TOPIC {
             return error(code::UNKNOWN_TOPIC_OR_PARTITION);
         }
-        tracing::info!(
-            topic = name,
-            partitions = self.config.num_partitions,
-            "auto-creating topic"
-        );
-        let partitions = self.config.num_partitions;
         // Nobody waits for the creation: the client retries Metadata until it is ready.
-        let id = self.random_u128();
-        self.create_topic(name, id, partitions, BTreeMap::new(), 0);
+        self.auto_create_topic(name);
         error(code::LEADER_NOT_AVAILABLE)
     }
 
+    /// A partition's leader for clients: this node only while its replica leads; another
+    /// broker as the image last published it, if that broker is registered.
+    fn partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        published: Option<(i32, i32)>,
+    ) -> Option<(i32, i32)> {
+        let me = self.config.node_id;
+        let local = self
+            .partitions
+            .get(&(topic.to_string(), partition))
+            .and_then(|id| self.logs.get(id));
+        if let Some(l) = local.filter(|l| l.is_leader) {
+            // Named only once its replica won the election: a client told earlier would
+            // send to a non-leader (and acks=0 records would be lost).
+            return Some((me, l.leader_epoch));
+        }
+        let (leader, epoch) = published?;
+        if leader == me {
+            return None; // published earlier, but this replica does not lead now
+        }
+        if let Some(l) = local.filter(|l| l.leader_epoch > epoch) {
+            // This replica has seen a later term than the published one: the published
+            // leader is stale; the new one will publish itself.
+            let _ = l;
+            return None;
+        }
+        self.image
+            .brokers
+            .contains_key(&leader)
+            .then_some((leader, epoch))
+    }
+
     fn topic_metadata(&self, name: &str) -> MetadataResponseTopic {
-        let Some(t) = self.meta.topics.get(name) else {
+        let Some(t) = self.image.topics.get(name) else {
             return MetadataResponseTopic::default()
                 .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
                 .with_name(Some(TopicName(str_bytes(name))));
         };
-        let me = BrokerId(self.config.node_id);
         let mut all_ready = true;
-        let partitions = (0..t.partitions)
-            .map(|p| {
-                let log = self
-                    .partitions
-                    .get(&(name.to_string(), p))
-                    .and_then(|id| self.logs.get(id));
-                let (error_code, leader, epoch) = match log {
-                    // Named leader only once its replica won the election: a client told
-                    // earlier would send to a non-leader (and acks=0 records would be lost).
-                    Some(l) if l.is_leader => (code::NONE, me, l.leader_epoch),
-                    _ => {
+        let partitions = t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, info)| {
+                let p = p as i32;
+                let published = info.leader.map(|l| (l, info.leader_epoch));
+                let (error_code, leader, epoch) = match self.partition_leader(name, p, published) {
+                    Some((l, e)) => (code::NONE, BrokerId(l), e),
+                    None => {
                         all_ready = false;
                         (code::LEADER_NOT_AVAILABLE, BrokerId(-1), -1)
                     }
                 };
+                let replicas: Vec<BrokerId> = info.replicas.iter().map(|&r| BrokerId(r)).collect();
                 MetadataResponsePartition::default()
                     .with_error_code(error_code)
                     .with_partition_index(p)
                     .with_leader_id(leader)
                     .with_leader_epoch(epoch)
-                    .with_replica_nodes(vec![me])
-                    .with_isr_nodes(vec![me])
+                    .with_isr_nodes(replicas.clone())
+                    .with_replica_nodes(replicas)
             })
             .collect();
         MetadataResponseTopic::default()
@@ -169,15 +229,21 @@ impl Engine {
     }
 
     pub(crate) fn handle_describe_cluster(&self) -> ResponseKind {
-        let broker = DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(self.config.node_id))
-            .with_host(str_bytes(&self.config.advertised_host))
-            .with_port(self.config.advertised_port);
+        let brokers = self
+            .broker_entries()
+            .into_iter()
+            .map(|(id, host, port)| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(id))
+                    .with_host(str_bytes(&host))
+                    .with_port(port)
+            })
+            .collect();
         ResponseKind::DescribeCluster(
             DescribeClusterResponse::default()
-                .with_cluster_id(str_bytes(&self.meta.cluster_id))
-                .with_controller_id(BrokerId(self.config.node_id))
-                .with_brokers(vec![broker])
+                .with_cluster_id(str_bytes(&self.known_cluster_id()))
+                .with_controller_id(BrokerId(self.controller_id()))
+                .with_brokers(brokers)
                 .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
         )
     }

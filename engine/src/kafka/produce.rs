@@ -112,7 +112,7 @@ impl Engine {
         acks_all: bool,
     ) -> Result<(LogId, u64, u64, i64, i64), (i16, Option<String>)> {
         let Some(&log_id) = self.partitions.get(&(topic.to_string(), partition)) else {
-            return Err((code::UNKNOWN_TOPIC_OR_PARTITION, None));
+            return Err((self.missing_partition_code(topic, partition), None));
         };
         let wall_ms = self.now.wall_ms;
         // A log no replica drives is its own only replica.

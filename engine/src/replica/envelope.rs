@@ -40,12 +40,15 @@ pub enum Control {
         port: i32,
         rack: Option<String>,
     },
-    /// The sender leads this partition in `epoch`.
+    /// The sender leads this partition in `epoch` (topic id as 32 hex digits).
     Leading {
         topic_id: String,
         partition: i32,
         epoch: i32,
     },
+    /// A client's Metadata asked the sender for an unknown topic and auto-creation is on:
+    /// the controller creates it with the defaults (nothing if it exists by then).
+    AutoCreate { topic: String },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -13,8 +13,10 @@
 //! exactly as after a crash: a new election, a new term, a new no-op. Completions for a
 //! halted core are recognised by its `generation` and not fed to the new one.
 
+pub mod controller;
 pub mod envelope;
 pub mod hard_state;
+pub mod metadata;
 
 use std::collections::BTreeSet;
 
@@ -301,6 +303,10 @@ impl Engine {
                 self.with_raft(group, |raft, log, _, now, out| raft.heartbeat(now, log, out));
             }
         }
+        if heartbeat {
+            self.announce();
+            self.meta_apply();
+        }
         self.next_raft_tick_ms = now + TICK_MS;
     }
 
@@ -356,12 +362,8 @@ impl Engine {
                 raft.step(now, from, msg, log, rng, out)
             });
         }
-        if !env.control.is_empty() {
-            tracing::debug!(
-                from,
-                count = env.control.len(),
-                "control messages arrive with the controller"
-            );
+        for control in env.control {
+            self.on_control(from, control);
         }
     }
 
@@ -472,6 +474,7 @@ impl Engine {
                 if let (Some(r), Some(log)) = (self.replicas.get_mut(&group), self.logs.get(&log_id)) {
                     r.raft.on_log_changed(now, log, more);
                 }
+                self.note_leading(group, term);
             }
             RaftAction::RoleChanged { role, term, leader } => {
                 let Some(log) = self.logs.get_mut(&log_id) else {
@@ -483,6 +486,9 @@ impl Engine {
                 if role != Role::Leader {
                     self.kafka_leadership_lost(log_id);
                 }
+                if group == GroupId::METADATA {
+                    self.controller_progress();
+                }
             }
             RaftAction::CommitAdvanced { commit_end } => {
                 let Some(log) = self.logs.get_mut(&log_id) else {
@@ -490,6 +496,9 @@ impl Engine {
                 };
                 log.commit_end = Some(commit_end);
                 self.kafka_log_advanced(log_id);
+                if group == GroupId::METADATA {
+                    self.meta_apply();
+                }
             }
         }
     }

@@ -151,6 +151,8 @@ pub struct Harness {
     pub stopped: bool,
     pub fatal: Option<String>,
     pub timer: Option<u64>,
+    /// Peer messages sent (a cluster harness delivers them; a single node sends none).
+    pub sent: Vec<(i32, Bytes)>,
 }
 
 impl Harness {
@@ -183,6 +185,7 @@ impl Harness {
             stopped: false,
             fatal: None,
             timer: None,
+            sent: Vec::new(),
         };
         h.input(Input::Start);
         h.settle();
@@ -204,7 +207,13 @@ impl Harness {
                 Output::ClusterId { .. } => {}
                 Output::Stopped => self.stopped = true,
                 Output::Fatal { reason } => self.fatal = Some(reason),
-                Output::SendPeer { to, .. } => panic!("a single node has no peer {to} to send to"),
+                Output::SendPeer { to, msg } => {
+                    assert!(
+                        !self.config.quorum_voters.is_empty(),
+                        "a single node has no peer {to} to send to"
+                    );
+                    self.sent.push((to, msg));
+                }
             }
         }
     }
