@@ -60,6 +60,9 @@ pub struct BrokerConfig {
     /// elect the controller, with their peer addresses. Empty: this node alone (a
     /// single-node cluster). A node must be one of the voters.
     pub quorum_voters: Vec<Voter>,
+    /// Applied metadata offsets between two snapshots of the metadata image (an engine
+    /// setting: a restart replays at most this many records).
+    pub metadata_snapshot_records: u64,
 }
 
 /// One metadata quorum voter: `id@host:port`, the port of its peer listener.
@@ -133,6 +136,7 @@ impl Default for BrokerConfig {
             rng_seed: 0,
             planted: PlantedBugs::default(),
             quorum_voters: Vec::new(),
+            metadata_snapshot_records: 1000,
         }
     }
 }

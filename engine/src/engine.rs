@@ -33,6 +33,10 @@ pub(crate) enum IoTag {
     RootList,
     /// A partition directory being removed (its topic was deleted, or it is a leftover).
     DeleteDir(String),
+    /// The metadata image snapshot, read at startup.
+    MetaSnapshotRead,
+    /// The metadata image snapshot up to the given applied end, being written.
+    MetaSnapshotWrite(u64),
     /// A replica's Raft state file, written for the core of the given generation.
     HardState(GroupId, HardState, u64),
 }
@@ -135,6 +139,10 @@ pub struct Engine {
     /// partition directories are left alone: an image behind the disk could take a live
     /// partition for a deleted one.
     pub(crate) meta_gate: Option<u64>,
+    /// The applied end of the newest image snapshot on disk (0: none).
+    pub(crate) meta_snapshot_end: u64,
+    /// A snapshot write is in flight.
+    pub(crate) meta_snapshot_writing: bool,
     pub(crate) controller: Controller,
     /// Visible partitions: (topic, partition) → log.
     pub(crate) partitions: BTreeMap<(String, i32), LogId>,
@@ -174,6 +182,8 @@ impl Engine {
             meta_log: None,
             meta_reading: false,
             meta_gate: None,
+            meta_snapshot_end: 0,
+            meta_snapshot_writing: false,
             controller: Controller::default(),
             partitions: BTreeMap::new(),
             logs: BTreeMap::new(),
@@ -355,7 +365,13 @@ impl Engine {
             ));
             return;
         }
-        self.start_recovery_for(RecoveryFor::Metadata);
+        // The image snapshot first: replaying the log then starts where it ends.
+        let op = IoOp::Read {
+            file: crate::replica::metadata::snapshot_file(),
+            position: 0,
+            len: u32::MAX,
+        };
+        self.q.submit(op, IoTag::MetaSnapshotRead);
     }
 
     /// Lists the data directory once the image is trustworthy, to remove leftovers.
@@ -519,6 +535,13 @@ impl Engine {
             IoTag::MetaRead => self.on_meta_read(result),
             IoTag::MetaWrite(id) => self.on_meta_written(id, result),
             IoTag::RootList => self.on_root_listed(result),
+            IoTag::MetaSnapshotRead => {
+                self.on_meta_snapshot_read(result);
+                if self.lifecycle == Lifecycle::Recovering {
+                    self.start_recovery_for(RecoveryFor::Metadata);
+                }
+            }
+            IoTag::MetaSnapshotWrite(end) => self.on_meta_snapshot_written(end, result),
             IoTag::DeleteDir(dir) => {
                 if let IoResult::Err(e) = &result {
                     if *e != IoError::NotFound {

@@ -764,3 +764,48 @@ fn metadata_names_a_leader_only_once_it_accepts_produces() {
         "the acks=0 record is there"
     );
 }
+
+/// Topics live in the replicated metadata log; a restart rebuilds the image from its
+/// snapshot plus the records after it, and a damaged snapshot only costs a full replay.
+#[test]
+fn metadata_image_snapshots_bound_the_replay_and_damage_costs_only_time() {
+    let config = BrokerConfig {
+        metadata_snapshot_records: 4,
+        ..BrokerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    for i in 0..6 {
+        assert_eq!(create(&mut h, &format!("t{i}"), 1 + i % 2, &[]), 0);
+    }
+    h.advance(100);
+    let snap = "__cluster_metadata-0/image.snapshot";
+    assert!(h.disk.durable.contains_key(snap), "a snapshot was written");
+    assert!(
+        !h.disk.durable.contains_key("gregor.meta") || {
+            let m = &h.disk.durable["gregor.meta"];
+            m.starts_with(b"GRM2")
+        }
+    );
+    let (e, _) = produce(&mut h, "t3", 1, build_batch(&records("v", 2, 1)));
+    assert_eq!(e, 0);
+    let mut h = h.crash_restart();
+    let topics = |h: &mut Harness| {
+        let req = MetadataRequest::default().with_topics(None);
+        let ResponseKind::Metadata(m) = h.call(ApiKey::Metadata, 12, &req) else {
+            panic!()
+        };
+        m.topics
+            .iter()
+            .map(|t| (t.name.clone().unwrap().0.to_string(), t.partitions.len()))
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<(String, usize)> = (0..6).map(|i| (format!("t{i}"), 1 + i % 2)).collect();
+    assert_eq!(topics(&mut h), expected);
+    let (e, _, values) = fetch(&mut h, "t3", 1, 0, 1 << 20);
+    assert_eq!((e, values.len()), (0, 2));
+    // Damage the snapshot: the node replays the whole log instead.
+    let len = h.disk.durable[snap].len();
+    h.disk.durable.get_mut(snap).unwrap()[len - 2] ^= 0x55;
+    let mut h = h.crash_restart();
+    assert_eq!(topics(&mut h), expected);
+}

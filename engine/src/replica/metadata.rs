@@ -33,6 +33,14 @@ use crate::Output;
 /// Most bytes of metadata records read from disk at once.
 const META_READ_BYTES: usize = 1024 * 1024;
 
+/// The image snapshot: the [`crate::cluster::ClusterImage`] as of its `applied_end`,
+/// written every `metadata_snapshot_records` applied offsets so that a restart replays
+/// only the records after it. It is derived data: the log still holds every record (the
+/// log's front is never cut yet), so a damaged snapshot is ignored and the log replayed.
+pub(crate) fn snapshot_file() -> String {
+    format!("{}/image.snapshot", meta::partition_dir(METADATA_TOPIC, 0))
+}
+
 /// The partitions the image places on a node: (topic, partition) → (topic id, replicas).
 pub(crate) type Placement = BTreeMap<(String, i32), (u128, Vec<NodeId>)>;
 
@@ -175,6 +183,59 @@ impl Engine {
         progressed
     }
 
+    pub(crate) fn on_meta_snapshot_read(&mut self, result: crate::io::IoResult) {
+        use crate::io::{IoError, IoResult};
+        match result {
+            IoResult::Read(bytes) => match crate::cluster::ClusterImage::decode_snapshot(&bytes) {
+                Ok(image) => {
+                    tracing::info!(
+                        applied_end = image.applied_end,
+                        topics = image.topics.len(),
+                        "metadata image loaded from its snapshot"
+                    );
+                    self.meta_snapshot_end = image.applied_end;
+                    self.image = image;
+                    self.learn_cluster_id();
+                }
+                Err(e) => tracing::warn!(
+                    file = %snapshot_file(),
+                    error = %e,
+                    "ignoring a damaged metadata snapshot; replaying the whole log"
+                ),
+            },
+            IoResult::Err(IoError::NotFound) => {}
+            other => tracing::warn!(file = %snapshot_file(), "reading the metadata snapshot: {other:?}"),
+        }
+    }
+
+    /// Writes a new image snapshot once enough offsets were applied since the last one.
+    fn maybe_snapshot(&mut self) {
+        let every = self.config.metadata_snapshot_records.max(1);
+        if self.meta_snapshot_writing || self.image.applied_end < self.meta_snapshot_end + every {
+            return;
+        }
+        self.meta_snapshot_writing = true;
+        let end = self.image.applied_end;
+        let op = crate::io::IoOp::WriteState {
+            file: snapshot_file(),
+            data: self.image.encode_snapshot(),
+        };
+        self.q.submit(op, crate::engine::IoTag::MetaSnapshotWrite(end));
+    }
+
+    pub(crate) fn on_meta_snapshot_written(&mut self, end: u64, result: crate::io::IoResult) {
+        self.meta_snapshot_writing = false;
+        match result {
+            crate::io::IoResult::Err(e) => {
+                tracing::warn!(error = %e, "writing the metadata snapshot failed; the log keeps every record")
+            }
+            _ => {
+                tracing::debug!(end, "metadata snapshot written");
+                self.meta_snapshot_end = end;
+            }
+        }
+    }
+
     /// The image named the cluster: record it, or refuse a data dir of another cluster.
     fn learn_cluster_id(&mut self) {
         let Some(id) = self.image.cluster_id.clone() else {
@@ -197,6 +258,7 @@ impl Engine {
     /// Everything committed and durable is applied: open the gate once the startup log is
     /// applied, then let the partitions follow the image.
     fn meta_caught_up(&mut self) {
+        self.maybe_snapshot();
         if let Some(gate) = self.meta_gate {
             let end = self
                 .meta_log
