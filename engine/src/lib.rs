@@ -40,7 +40,8 @@ pub struct Time {
 #[derive(Clone, Debug)]
 pub enum Input {
     /// The driver is up; the engine starts recovering from the data directory. No other
-    /// input but `IoDone` and `Tick` is expected before the engine emits [`Output::Ready`].
+    /// input but `IoDone`, `Tick` and `PeerMessage` is expected before the engine emits
+    /// [`Output::Ready`] (a cluster node is ready once its metadata image has caught up).
     Start,
     /// One Kafka request frame (without its 4-byte size prefix). `seq` numbers the frames of
     /// one connection from 0 upward; the driver answers in `seq` order.

@@ -168,20 +168,21 @@ impl Engine {
             // send to a non-leader (and acks=0 records would be lost).
             return Some((me, l.leader_epoch));
         }
-        let (leader, epoch) = published?;
-        if leader == me {
-            return None; // published earlier, but this replica does not lead now
+        // A follower here knows the current term's leader before the image does.
+        if let Some((leader, term)) = local
+            .and_then(|l| self.replica_of(l.id))
+            .and_then(|r| r.raft.leader().map(|x| (x, r.raft.term())))
+        {
+            if leader != me && self.image.brokers.contains_key(&leader) {
+                return Some((leader, term));
+            }
         }
-        if let Some(l) = local.filter(|l| l.leader_epoch > epoch) {
-            // This replica has seen a later term than the published one: the published
-            // leader is stale; the new one will publish itself.
-            let _ = l;
+        let (leader, epoch) = published?;
+        if leader == me || local.is_some_and(|l| l.leader_epoch > epoch) {
+            // Published earlier but not leading now, or a later term began here.
             return None;
         }
-        self.image
-            .brokers
-            .contains_key(&leader)
-            .then_some((leader, epoch))
+        self.image.brokers.contains_key(&leader).then_some((leader, epoch))
     }
 
     fn topic_metadata(&self, name: &str) -> MetadataResponseTopic {
