@@ -182,7 +182,10 @@ impl Engine {
             // Published earlier but not leading now, or a later term began here.
             return None;
         }
-        self.image.brokers.contains_key(&leader).then_some((leader, epoch))
+        self.image
+            .brokers
+            .contains_key(&leader)
+            .then_some((leader, epoch))
     }
 
     fn topic_metadata(&self, name: &str) -> MetadataResponseTopic {

@@ -179,15 +179,18 @@ impl RaftCore {
                     tracing::debug!(me = self.me, from, "truncation waits for pending log writes");
                     return false;
                 }
-                assert!(
-                    from >= self.commit_end,
-                    "truncating committed entries ({from} < {})",
-                    self.commit_end
-                );
-                assert!(
-                    from >= self.matched_end,
-                    "truncating entries matched with this term's leader"
-                );
+                // A correct leader never asks for these; a faulty one (or a planted bug)
+                // must not crash the follower, nor make it drop what it knows committed.
+                if from < self.commit_end || from < self.matched_end {
+                    tracing::error!(
+                        me = self.me,
+                        from,
+                        commit_end = self.commit_end,
+                        matched_end = self.matched_end,
+                        "a leader asked to truncate committed or matched entries; Append ignored"
+                    );
+                    return false;
+                }
                 if boundary != Some(true) {
                     tracing::error!(me = self.me, from, "divergence inside a batch; Append ignored");
                     return false;
