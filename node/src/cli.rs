@@ -28,6 +28,17 @@ pub struct Args {
     /// TOML file of broker settings under Kafka's key names, e.g. `"num.partitions" = 3`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Every metadata-quorum voter with its peer address, this node included, e.g.
+    /// `1@10.0.0.1:9192,2@10.0.0.2:9192,3@10.0.0.3:9192` (sets `controller.quorum.voters`)
+    /// [default: none, a single-node broker].
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub peers: Option<String>,
+
+    /// Address to listen on for other brokers (port 0 picks a free port) [default: this
+    /// node's address in --peers]. Needs --peers or `controller.quorum.voters`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_listen: Option<String>,
 }
 
 #[cfg(test)]
@@ -46,5 +57,22 @@ mod tests {
         assert_eq!(a.listen, "127.0.0.1:9092");
         assert_eq!(a.data_dir, PathBuf::from("./gregor-data"));
         assert_eq!(a.node_id, None);
+        assert_eq!((a.peers, a.peer_listen), (None, None));
+    }
+
+    #[test]
+    fn cluster_flags_parse() {
+        let a = Args::parse_from([
+            "gregor",
+            "--node-id",
+            "2",
+            "--peer-listen",
+            "127.0.0.1:9193",
+            "--peers",
+            "1@127.0.0.1:9192,2@127.0.0.1:9193",
+        ]);
+        assert_eq!(a.node_id, Some(2));
+        assert_eq!(a.peer_listen.as_deref(), Some("127.0.0.1:9193"));
+        assert_eq!(a.peers.as_deref(), Some("1@127.0.0.1:9192,2@127.0.0.1:9193"));
     }
 }

@@ -36,6 +36,8 @@ pub enum NodeError {
     Locked(String),
     #[error("cannot start: {0}")]
     Runtime(String),
+    #[error("engine stopped on a fatal error: {reason} (data directory {dir})")]
+    Fatal { dir: String, reason: String },
     #[error(transparent)]
     Shell(#[from] ShellError),
 }
@@ -76,8 +78,11 @@ fn run(args: Args) -> Result<(), NodeError> {
 
 async fn serve(args: Args, settings: config::Settings) -> Result<(), NodeError> {
     // A busy port is the first thing to fail on; the data dir comes next.
-    let shell = Shell::bind(ShellConfig::new(args.listen.clone(), args.data_dir.clone())).await?;
+    let mut shell_config = ShellConfig::new(args.listen.clone(), args.data_dir.clone());
+    shell_config.peers = settings.peers().cloned();
+    let shell = Shell::bind(shell_config).await?;
     let listen_addr = shell.local_addr().to_string();
+    let peer_addr = shell.peer_addr();
     let broker = settings.finish(&listen_addr, rand::rngs::OsRng.next_u64())?;
     let data_dir = DataDir::open(&args.data_dir)?;
     info!(
@@ -88,11 +93,24 @@ async fn serve(args: Args, settings: config::Settings) -> Result<(), NodeError> 
         data_dir = %data_dir.path.display(),
         "gregor starting"
     );
+    if let Some(peer_addr) = peer_addr {
+        info!(
+            peer_listen = %peer_addr,
+            voters = %broker.get("controller.quorum.voters").unwrap_or_default(),
+            "listening for peers"
+        );
+    }
     let shell = shell.with_broker(&broker);
     let shutdown = shutdown_signal()?;
     let result = shell.run(Engine::new(broker), shutdown).await;
+    let dir = data_dir.path.display().to_string();
     drop(data_dir);
-    Ok(result?)
+    match result {
+        Ok(()) => Ok(()),
+        // Most fatal errors are about the data directory's contents: name it.
+        Err(ShellError::Fatal(reason)) => Err(NodeError::Fatal { dir, reason }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT.
