@@ -312,15 +312,27 @@ impl Engine {
                     m.node_id, self.config.node_id
                 )),
                 Ok(m) => {
+                    let mut voters = self.config.voter_ids();
+                    voters.sort_unstable();
+                    if !m.voters.is_empty() && m.voters != voters {
+                        self.fail(format!(
+                            "data directory was created for metadata quorum voters {:?} but controller.quorum.voters (--peers) names {voters:?}; changing the quorum is not supported",
+                            m.voters
+                        ));
+                        return;
+                    }
                     self.node_meta = m;
                     self.start_metadata_recovery();
                 }
                 Err(e) => self.fail(format!("{}: {e}", meta::META_FILE)),
             },
             IoResult::Err(IoError::NotFound) => {
+                let mut voters = self.config.voter_ids();
+                voters.sort_unstable();
                 self.node_meta = NodeMeta {
                     node_id: self.config.node_id,
                     cluster_id: None,
+                    voters,
                 };
                 tracing::info!(node_id = self.config.node_id, "new data directory");
                 self.write_meta(MetaWriteThen::Startup);

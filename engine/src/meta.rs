@@ -20,6 +20,10 @@ pub struct NodeMeta {
     pub node_id: i32,
     /// The cluster, once the metadata log told us (a new node learns it from the quorum).
     pub cluster_id: Option<String>,
+    /// The metadata quorum's voter ids this data directory was created with: Raft is only
+    /// safe while every node agrees on them, so a different set is refused at startup.
+    #[serde(default)]
+    pub voters: Vec<i32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -109,6 +113,7 @@ mod tests {
         let m = NodeMeta {
             node_id: 1,
             cluster_id: Some("abc".into()),
+            voters: vec![1, 2, 3],
         };
         let bytes = m.encode();
         assert_eq!(NodeMeta::decode(&bytes), Ok(m));

@@ -27,6 +27,8 @@ const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 struct Cluster {
     nodes: Vec<Option<Harness>>,
+    /// Nodes whose disk IO is held (not carried out) until released.
+    held: BTreeSet<i32>,
     configs: Vec<BrokerConfig>,
     disks: Vec<Option<MemDisk>>,
     now_ms: u64,
@@ -58,6 +60,7 @@ impl Cluster {
             .collect();
         let mut c = Cluster {
             nodes,
+            held: BTreeSet::new(),
             configs,
             disks: (0..n).map(|_| None).collect(),
             now_ms: 1,
@@ -76,7 +79,9 @@ impl Cluster {
             let mut mail = Vec::new();
             for (i, n) in self.nodes.iter_mut().enumerate() {
                 if let Some(h) = n {
-                    h.settle();
+                    if !self.held.contains(&(i as i32 + 1)) {
+                        h.settle();
+                    }
                     for (to, msg) in h.sent.drain(..) {
                         mail.push((i as i32 + 1, to, msg));
                     }
@@ -171,10 +176,32 @@ fn name(s: &str) -> TopicName {
 }
 
 fn create(c: &mut Cluster, via: i32, topic: &str, partitions: i32, rf: i16) -> i16 {
+    create_with(c, via, topic, partitions, rf, &[])
+}
+
+fn create_with(
+    c: &mut Cluster,
+    via: i32,
+    topic: &str,
+    partitions: i32,
+    rf: i16,
+    configs: &[(&str, &str)],
+) -> i16 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
     let t = CreatableTopic::default()
         .with_name(name(topic))
         .with_num_partitions(partitions)
-        .with_replication_factor(rf);
+        .with_replication_factor(rf)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_value(Some(StrBytes::from_string(v.to_string())))
+                })
+                .collect(),
+        );
     let req = CreateTopicsRequest::default()
         .with_topics(vec![t])
         .with_timeout_ms(5000);
@@ -205,8 +232,12 @@ fn batch(prefix: &str, n: usize) -> Bytes {
 
 /// Produces with acks=all through node `via`, advancing time until answered.
 fn produce(c: &mut Cluster, via: i32, topic: &str, b: Bytes) -> (i16, i64) {
+    produce_acks(c, via, topic, b, -1)
+}
+
+fn produce_acks(c: &mut Cluster, via: i32, topic: &str, b: Bytes, acks: i16) -> (i16, i64) {
     let req = ProduceRequest::default()
-        .with_acks(-1)
+        .with_acks(acks)
         .with_timeout_ms(3000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(name(topic))
@@ -339,6 +370,12 @@ fn acks_all_survives_the_leader_crash_and_the_old_leader_catches_up() {
         .collect();
     assert_eq!(values, expected, "no acknowledged record lost, none doubled");
     c.restart(leader);
+    c.until(5_000, "the old leader is ready", |c| c.node(leader).ready);
+    let (e, _) = produce_acks(&mut c, leader, "t", batch("stale", 1), 1);
+    assert_eq!(
+        e, NOT_LEADER_OR_FOLLOWER,
+        "a restarted replica is not a leader until elected"
+    );
     c.until(5_000, "the old leader catches up", |c| {
         let ends: Vec<Option<(u64, u64)>> = c
             .up()
@@ -374,7 +411,71 @@ fn a_minority_cannot_commit_and_metadata_survives_a_full_restart() {
     c.until(5_000, "ready again", |c| {
         c.nodes.iter().flatten().all(|h| h.ready)
     });
+    c.until(3_000, "leaders elected again", |c| {
+        c.metadata(3, Some("keep")).topics[0].error_code == 0
+    });
     let m = c.metadata(3, Some("keep"));
-    assert_eq!(m.topics[0].error_code, 0);
     assert_eq!(m.topics[0].partitions.len(), 2);
+}
+
+/// min.insync.replicas above a majority: acks=all waits until that many replicas hold the
+/// batch durably, not merely until it is committed.
+#[test]
+fn min_insync_above_a_majority_waits_for_that_many_durable_copies() {
+    let mut c = formed(3);
+    let ctl = c.controller().unwrap();
+    assert_eq!(
+        create_with(&mut c, ctl, "strict", 1, 3, &[("min.insync.replicas", "3")]),
+        0
+    );
+    c.until(3_000, "a leader", |c| c.leader("strict", 0).is_some());
+    let leader = c.leader("strict", 0).unwrap();
+    c.until(2_000, "the leader serves", |c| {
+        fetch_values(c, leader, "strict").0 == 0
+    });
+    let (e, _) = produce(&mut c, leader, "strict", batch("all", 1));
+    assert_eq!(e, 0, "three durable copies");
+    let slow = (1..=3).find(|&id| id != leader).unwrap();
+    c.held.insert(slow);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(3000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("strict"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch("two", 1)))])]);
+    let seq = c.node(leader).send(3, ApiKey::Produce, 9, &req);
+    c.advance(30);
+    let hw_moved = c
+        .node(leader)
+        .engine
+        .replica_status()
+        .iter()
+        .any(|s| s.topic == "strict" && s.commit_end == s.log_end);
+    assert!(hw_moved, "a majority committed the batch");
+    assert!(
+        c.node(leader).take(3, seq, ApiKey::Produce, 9).is_none(),
+        "acks=all waits for the third durable copy"
+    );
+    c.held.remove(&slow);
+    c.advance(60);
+    let Some(ResponseKind::Produce(r)) = c.node(leader).take(3, seq, ApiKey::Produce, 9) else {
+        panic!("answered once the third copy is durable")
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+}
+
+#[test]
+fn a_data_dir_is_refused_with_another_voter_set() {
+    let mut c = formed(3);
+    c.crash(2);
+    let disk = c.disks[1].take().unwrap();
+    let wider = config(2, 5);
+    let h = Harness::start_on(wider, disk);
+    let fatal = h.fatal.expect("refused");
+    assert!(
+        fatal.contains("voters [1, 2, 3]") && fatal.contains("[1, 2, 3, 4, 5]"),
+        "{fatal}"
+    );
 }

@@ -338,7 +338,7 @@ impl<E: Driven> Driver<E> {
         }
     }
 
-    /// The shutdown signal: stop accepting now, and stop the engine once it is serving.
+    /// The shutdown signal: stop accepting now, and stop the engine.
     fn request_shutdown(&mut self) {
         info!(
             "shutdown requested; waiting up to {} ms for the engine to stop",
@@ -350,13 +350,15 @@ impl<E: Driven> Driver<E> {
             acceptor.abort();
         }
         self.listener = None;
-        if self.phase == Phase::Serving {
+        // A recovering engine (e.g. a cluster node still waiting for its quorum) has
+        // acknowledged nothing to clients: it stops at once.
+        if matches!(self.phase, Phase::Serving | Phase::Recovering) {
             self.begin_stop();
         }
     }
 
     fn begin_stop(&mut self) {
-        debug_assert_eq!(self.phase, Phase::Serving);
+        debug_assert!(matches!(self.phase, Phase::Serving | Phase::Recovering));
         self.phase = Phase::Stopping;
         self.step(Input::Shutdown);
     }

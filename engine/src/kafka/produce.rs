@@ -158,7 +158,11 @@ impl Engine {
         let Some(l) = self.logs.get(&log) else { return };
         let planted = self.config.planted.ack_before_fsync();
         let leader_end = l.ack_end(planted);
-        let all_end = if planted { leader_end } else { l.high_watermark() };
+        let all_end = if planted {
+            leader_end
+        } else {
+            l.high_watermark().min(self.insync_end(log))
+        };
         let mut done: Vec<(LogId, u64, u64, usize)> = self
             .kafka
             .produce_waits

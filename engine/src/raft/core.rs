@@ -362,6 +362,27 @@ impl RaftCore {
             .count()
     }
 
+    /// Leader: the end below which at least `copies` voters (this one counted at
+    /// `own_durable_end`) hold the log durably. 0 on other roles or with too few voters.
+    pub fn durable_copies_end(&self, copies: usize, own_durable_end: u64) -> u64 {
+        if self.role != Role::Leader || copies == 0 {
+            return 0;
+        }
+        let mut ends: Vec<u64> = self
+            .voters
+            .iter()
+            .map(|id| {
+                if *id == self.me {
+                    own_durable_end
+                } else {
+                    self.progress.get(id).map_or(0, |p| p.durable_end)
+                }
+            })
+            .collect();
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        ends.get(copies - 1).copied().unwrap_or(0)
+    }
+
     /// Leader: bytes of entries sent to `to` and not yet acknowledged.
     pub fn inflight_bytes(&self, to: NodeId) -> Option<u64> {
         self.progress.get(&to).map(|p| p.inflight_bytes)

@@ -161,6 +161,10 @@ impl Engine {
         }
         log.commit_end = Some(log.log_start_offset);
         log.leader_epoch = hard.term;
+        // Not a leader until Raft says so: a restarted replica must not take produces or
+        // serve reads before it has won an election.
+        log.is_leader = false;
+        log.serving_from = u64::MAX;
         let me = self.config.node_id;
         let voter_set: BTreeSet<NodeId> = voters.iter().copied().collect();
         assert!(voter_set.contains(&me), "a replica is one of its group's voters");
@@ -358,9 +362,22 @@ impl Engine {
             }
         };
         for (group, msg) in env.raft {
+            let acked = matches!(
+                msg,
+                crate::raft::RaftMsg::AppendResp { .. } | crate::raft::RaftMsg::HeartbeatResp { .. }
+            );
             self.with_raft(group, |raft, log, rng, now, out| {
                 raft.step(now, from, msg, log, rng, out)
             });
+            // A follower's durable end moved: acks=all produces waiting for more copies than
+            // a majority (min.insync.replicas) may be answerable now.
+            if acked {
+                if let Some(log_id) = self.replicas.get(&group).map(|r| r.log) {
+                    if self.insync_end(log_id) != u64::MAX {
+                        self.kafka_log_advanced(log_id);
+                    }
+                }
+            }
         }
         for control in env.control {
             self.on_control(from, control);
@@ -625,6 +642,20 @@ impl Engine {
     /// The replica of a log, if one drives it.
     pub(crate) fn replica_of(&self, log_id: LogId) -> Option<&Replica> {
         self.replicas.get(self.group_of_log.get(&log_id)?)
+    }
+
+    /// Where `min.insync.replicas` holds for acks=all: the end below which that many
+    /// replicas have the log durably. Unbounded when a majority (Raft's commit rule, the
+    /// high watermark) already implies it.
+    pub(crate) fn insync_end(&self, log_id: LogId) -> u64 {
+        let (Some(r), Some(log)) = (self.replica_of(log_id), self.logs.get(&log_id)) else {
+            return u64::MAX;
+        };
+        let copies = usize::try_from(log.config.min_insync_replicas).unwrap_or(1);
+        if copies <= r.voters.len() / 2 + 1 {
+            return u64::MAX;
+        }
+        r.raft.durable_copies_end(copies, log.durable_end())
     }
 
     /// Replicas (this one included) heard from within an election timeout, for a leader.
