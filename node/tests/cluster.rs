@@ -1,7 +1,7 @@
 //! Real `gregor` processes forming a 3-node cluster on 127.0.0.1: the cluster flags as an
 //! operator meets them, metadata convergence, acks=all produce across leader SIGKILLs, a
-//! full restart, and a data directory given to the wrong node. Two tests marked
-//! `#[ignore = "engine bug: …"]` show open engine bugs; run them with `--ignored`.
+//! full restart, a data directory given to the wrong node, a restarted replica that must
+//! not act as leader, and SIGTERM of a node still waiting for its quorum.
 //!
 //! The Kafka client is hand-written (`support/kafka.rs`: Metadata v4, CreateTopics v2,
 //! Produce v3, Fetch v4) because gregor-node has no client crate among its
