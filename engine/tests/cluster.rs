@@ -352,6 +352,25 @@ fn acks_all_survives_the_leader_crash_and_the_old_leader_catches_up() {
         let (e, _) = produce(&mut c, leader, "t", batch(&format!("a{i}"), 3));
         assert_eq!(e, 0);
     }
+    let follower2 = (1..=3).find(|&id| id != leader && id != follower).unwrap();
+    c.crash(follower2);
+    c.advance(600);
+    let isr: Vec<i32> = c.metadata(leader, Some("t")).topics[0].partitions[0]
+        .isr_nodes
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    assert!(
+        !isr.contains(&follower2) && isr.contains(&leader),
+        "ISR drops a dead replica: {isr:?}"
+    );
+    c.restart(follower2);
+    c.until(3_000, "the replica is back in the ISR", |c| {
+        c.metadata(leader, Some("t")).topics[0].partitions[0]
+            .isr_nodes
+            .len()
+            == 3
+    });
     // Every replica holds the committed records durably before the crash.
     c.crash(leader);
     c.until(3_000, "a new leader", |c| c.leader("t", 0).is_some());

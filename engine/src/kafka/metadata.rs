@@ -188,6 +188,13 @@ impl Engine {
             .then_some((leader, epoch))
     }
 
+    /// This node's Raft core of a partition it leads.
+    fn local_leader_raft(&self, topic: &str, partition: i32) -> Option<&crate::raft::RaftCore> {
+        let id = self.partitions.get(&(topic.to_string(), partition))?;
+        let r = self.replica_of(*id)?;
+        (r.raft.role() == crate::raft::Role::Leader).then_some(&r.raft)
+    }
+
     fn topic_metadata(&self, name: &str) -> MetadataResponseTopic {
         let Some(t) = self.image.topics.get(name) else {
             return MetadataResponseTopic::default()
@@ -210,12 +217,22 @@ impl Engine {
                     }
                 };
                 let replicas: Vec<BrokerId> = info.replicas.iter().map(|&r| BrokerId(r)).collect();
+                // The leader knows which replicas it hears from; elsewhere, all of them.
+                let now = self.now.mono_ms;
+                let isr: Vec<BrokerId> = match self.local_leader_raft(name, p) {
+                    Some(raft) => replicas
+                        .iter()
+                        .copied()
+                        .filter(|r| raft.is_live(r.0, now))
+                        .collect(),
+                    None => replicas.clone(),
+                };
                 MetadataResponsePartition::default()
                     .with_error_code(error_code)
                     .with_partition_index(p)
                     .with_leader_id(leader)
                     .with_leader_epoch(epoch)
-                    .with_isr_nodes(replicas.clone())
+                    .with_isr_nodes(isr)
                     .with_replica_nodes(replicas)
             })
             .collect();

@@ -362,6 +362,12 @@ impl RaftCore {
             .count()
     }
 
+    /// Leader: whether `id` (a voter or learner, or this node) was heard from within the
+    /// minimum election timeout. False on other roles.
+    pub fn is_live(&self, id: NodeId, now_ms: u64) -> bool {
+        self.role == Role::Leader && self.heard_recently(id, now_ms)
+    }
+
     /// Leader: the end below which at least `copies` voters (this one counted at
     /// `own_durable_end`) hold the log durably. 0 on other roles or with too few voters.
     pub fn durable_copies_end(&self, copies: usize, own_durable_end: u64) -> u64 {
