@@ -23,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_CONTROLLER: i16 = 41;
+const REQUEST_TIMED_OUT: i16 = 7;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 struct Cluster {
@@ -483,6 +484,20 @@ fn min_insync_above_a_majority_waits_for_that_many_durable_copies() {
         panic!("answered once the third copy is durable")
     };
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    // A copy that never becomes durable: the produce times out instead of hanging.
+    c.held.insert(slow);
+    let seq = c
+        .node(leader)
+        .send(3, ApiKey::Produce, 9, &req.clone().with_timeout_ms(200));
+    c.advance(300);
+    let Some(ResponseKind::Produce(r)) = c.node(leader).take(3, seq, ApiKey::Produce, 9) else {
+        panic!("answered at the request's timeout")
+    };
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        REQUEST_TIMED_OUT
+    );
+    c.held.remove(&slow);
 }
 
 #[test]

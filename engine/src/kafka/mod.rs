@@ -118,7 +118,7 @@ pub(crate) struct KafkaState {
     produce_waits_leader: BTreeSet<(LogId, u64, u64, usize)>,
     /// Fetches waiting for data: (log, request).
     fetch_waits: BTreeSet<(LogId, u64)>,
-    /// Fetch deadlines: (mono ms, request).
+    /// Fetch and produce deadlines: (mono ms, request).
     deadlines: BTreeSet<(u64, u64)>,
 }
 
@@ -404,7 +404,11 @@ impl Engine {
             .collect();
         for id in due {
             self.kafka.deadlines.retain(|&(_, r)| r != id);
-            self.fetch_deadline(id);
+            match self.kafka.requests.get(&id).map(|p| &p.body) {
+                Some(PendingBody::Produce(_)) => self.produce_deadline(id),
+                Some(_) => self.fetch_deadline(id),
+                None => {}
+            }
         }
     }
 }

@@ -89,6 +89,12 @@ impl Engine {
                 outstanding,
             }),
         );
+        // acks=all waits for other replicas: it must not outlive the client's timeout
+        // (a leader that keeps its quorum's contact but cannot commit, e.g. a stuck disk).
+        if acks == -1 && req.timeout_ms > 0 {
+            let at = self.now.mono_ms + req.timeout_ms as u64;
+            self.kafka.deadlines.insert((at, id));
+        }
         let logs: Vec<LogId> = waits.iter().map(|w| w.0).collect();
         for (log, last, slot, all) in waits {
             if all {
@@ -205,6 +211,25 @@ impl Engine {
         }
         for w in failed {
             self.produce_slot_done(w.2, w.3, Some(error));
+        }
+    }
+
+    /// Produce `id` reached its timeout: its unanswered partitions get REQUEST_TIMED_OUT
+    /// (the batches stay in the log and may still commit, as in Kafka).
+    pub(crate) fn produce_deadline(&mut self, id: u64) {
+        let mut expired = Vec::new();
+        for waits in [
+            &mut self.kafka.produce_waits,
+            &mut self.kafka.produce_waits_leader,
+        ] {
+            let these: Vec<(LogId, u64, u64, usize)> = waits.iter().filter(|w| w.2 == id).copied().collect();
+            for w in &these {
+                waits.remove(w);
+            }
+            expired.extend(these);
+        }
+        for w in expired {
+            self.produce_slot_done(id, w.3, Some(code::REQUEST_TIMED_OUT));
         }
     }
 
