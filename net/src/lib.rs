@@ -12,6 +12,7 @@ mod driver;
 mod error;
 pub mod framing;
 pub mod peer;
+mod sync;
 mod timer;
 
 use std::future::Future;

@@ -6,6 +6,10 @@
 //! reader pool: the engine only reads bytes whose writes already completed, so reads never
 //! wait behind an fsync. Every failure becomes an `IoResult::Err`; nothing here panics on IO.
 
+// Public only to the loom model tests (net/tests/loom_handles.rs), which drive its bookkeeping.
+#[cfg(gregor_loom)]
+pub mod handles;
+#[cfg(not(gregor_loom))]
 mod handles;
 mod ops;
 

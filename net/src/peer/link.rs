@@ -20,10 +20,10 @@ use tracing::{debug, warn};
 use super::backoff::Backoff;
 use super::queue::OutQueue;
 use super::stream::{check_hello, read_frame, read_hello, write_hello, ConnError};
-use super::sync::{AtomicBool, AtomicU64, Ordering};
 use super::transport::PeerTransport;
 use super::wire::{self, FrameDecoder, Hello};
 use super::{LinkStats, NodeId, Shared, Stop};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// A frame buffer that grew past this many batches' worth is freed after use rather than
 /// kept for the next frame.

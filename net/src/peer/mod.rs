@@ -17,7 +17,6 @@ mod link;
 mod listener;
 pub mod queue;
 mod stream;
-mod sync;
 pub mod transport;
 pub mod wire;
 

@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::sync::{lock, Mutex};
 use super::wire::message_cost_bytes;
+use crate::sync::{lock, Mutex};
 
 /// A message refused because the destination's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
