@@ -8,8 +8,10 @@
 # against the release `gregor`.
 #
 # Usage: ci/test.sh [options] [-- extra pytest args]
-#   --long            5,000 simulator seeds (1..=5000) instead of 200 (1..=200)
+#   --long            5,000 simulator seeds (1..=5000) instead of 200 (1..=200), and
+#                     2,000 three-node cluster seeds instead of 300
 #   --seeds RANGE     this simulator seed range (A..B excludes B, A..=B includes it)
+#   --cluster-seeds RANGE  this three-node cluster seed range (default 1..=300)
 #   --clients-only    only build the release gregor and run the real-client tests
 #   --no-clients      skip the real-client tests
 #   -h, --help        this text
@@ -20,13 +22,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SEEDS="1..=200"
+CLUSTER_SEEDS="1..=300"
 CLIENTS_ONLY=0
 NO_CLIENTS=0
 PYTEST_ARGS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --long) SEEDS="1..=5000" ;;
+        --long) SEEDS="1..=5000"; CLUSTER_SEEDS="1..=2000" ;;
         --seeds) SEEDS="${2:?--seeds needs a range like 1..200}"; shift ;;
+        --cluster-seeds) CLUSTER_SEEDS="${2:?--cluster-seeds needs a range like 1..=300}"; shift ;;
         --clients-only) CLIENTS_ONLY=1 ;;
         --no-clients) NO_CLIENTS=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -193,6 +197,23 @@ if [[ $CLIENTS_ONLY -eq 0 ]]; then
     if [[ $sim_rc -ne 0 ]]; then
         echo "--- lines naming failures ---"
         grep -n -i -E 'fail|violat|panic|reproduce|error' "$sim_log" | head -n 60 || true
+        exit "$sim_rc"
+    fi
+
+    # Three brokers over the simulated peer network: partitions, loss, pauses, crashes,
+    # disk faults; per-step Raft invariants plus the history checks. -q keeps the log to the
+    # JSON lines and failures (each failure prints its replay command, --nodes included).
+    section "simulator: gregor-sim --nodes 3 --seeds $CLUSTER_SEEDS"
+    cluster_log="$LOG_DIR/gregor-sim-cluster.log"
+    set +e
+    "$TARGET_DIR/release/gregor-sim" --nodes 3 --seeds "$CLUSTER_SEEDS" -q >"$cluster_log" 2>&1
+    sim_rc=$?
+    set -e
+    echo "gregor-sim --nodes 3 exited $sim_rc; $(wc -l <"$cluster_log") lines of output in $cluster_log; last lines:"
+    tail -n 5 "$cluster_log"
+    if [[ $sim_rc -ne 0 ]]; then
+        echo "--- lines naming failures ---"
+        grep -n -i -E 'fail|violat|panic|replay|error' "$cluster_log" | head -n 60 || true
         exit "$sim_rc"
     fi
 fi

@@ -1,16 +1,18 @@
-//! gregor-sim: the deterministic simulator. One seed drives a broker engine (today one node;
-//! the structure grows to N engines and a network) against a simulated disk, clock and
+//! gregor-sim: the deterministic simulator. One seed drives one broker engine, or a cluster
+//! of 3 or 5 (`--nodes`) over a simulated peer network, against simulated disks, clocks and
 //! Kafka clients with seeded faults, records what the clients saw, and checks it.
 //!
 //! Modules: [`swarm`] (what each seed chooses), [`runner`] (the event loop and the
-//! nemesis), [`disk`], [`clock`], [`client`] + [`wire`] (simulated Kafka clients),
-//! [`history`], [`check`] (end-of-run checker), [`trace`] (the determinism hash).
+//! nemesis), [`disk`], [`clock`], [`net`] (the peer network and its nemesis), [`client`] +
+//! [`wire`] (simulated Kafka clients), [`history`], [`check`] (end-of-run checker),
+//! [`invariants`] (per-step Raft invariants), [`trace`] (the determinism hash).
 
 pub mod check;
 pub mod client;
 pub mod clock;
 pub mod disk;
 pub mod history;
+pub mod invariants;
 pub mod net;
 pub mod runner;
 pub mod swarm;

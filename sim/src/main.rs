@@ -1,8 +1,9 @@
 //! `gregor-sim`: runs seeds of the deterministic simulator and reports one JSON line per run.
 //!
 //! `--seed S` runs one seed; `--seeds A..B` runs A up to B exclusive, `--seeds A..=B`
-//! inclusive. Each run prints the options its seed chose; a failing run prints its
-//! violations and the command that replays it. The exit status is 1 if any seed failed.
+//! inclusive; `--nodes 3` (or 5) runs a Raft cluster instead of one broker. Each run prints
+//! the options its seed chose; a failing run prints its violations and the command that
+//! replays it. The exit status is 1 if any seed failed.
 //! Release builds abort on panic, so a range runs in a child process: if the engine panics
 //! on a seed, the parent reports that seed as failed and carries on with the next.
 
@@ -10,6 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
 
 use clap::Parser;
+use gregor_sim::swarm::NODE_COUNTS;
 use gregor_sim::{run_seed, Planted, RunResult, RunSettings, SwarmOptions};
 
 #[derive(Parser, Debug)]
@@ -21,6 +23,9 @@ struct Cli {
     /// Run a range of seeds: `A..B` (B excluded) or `A..=B` (B included).
     #[arg(long)]
     seeds: Option<String>,
+    /// Brokers in the cluster: 1 (no replication), 3 or 5 (Raft over a simulated network).
+    #[arg(long, default_value_t = 1, value_parser = parse_nodes)]
+    nodes: usize,
     /// End the safety phase (faults on) after this many engine steps.
     #[arg(long)]
     steps: Option<u64>,
@@ -48,6 +53,13 @@ struct Cli {
     /// Set by the supervisor on its child (implies --in-process, no summary line).
     #[arg(long, hide = true)]
     supervised: bool,
+}
+
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| NODE_COUNTS.contains(n))
+        .ok_or_else(|| format!("--nodes must be one of {NODE_COUNTS:?}, not '{s}'"))
 }
 
 fn parse_planted(s: &str) -> Result<Planted, String> {
@@ -98,6 +110,9 @@ fn report(r: &RunResult, cli: &Cli) {
             let _ = writeln!(out, "  {v}");
         }
         let _ = writeln!(out, "  options: {}", r.options);
+        if let Some(summary) = &r.cluster_summary {
+            let _ = writeln!(out, "  {summary}");
+        }
         let _ = writeln!(out, "  replay: {}", r.replay_command());
     }
     if let Some(dir) = &cli.history_dir {
@@ -114,6 +129,7 @@ fn report(r: &RunResult, cli: &Cli) {
 
 fn settings_of(cli: &Cli) -> RunSettings {
     RunSettings {
+        nodes: cli.nodes,
         safety_ms: cli.time_limit_ms,
         steps_max: cli.steps,
         planted: cli.planted.clone(),

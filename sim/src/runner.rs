@@ -3,11 +3,15 @@
 //! queue, its wall clock), the client <-> node connections, the nemesis, and the phases:
 //! safety (faults on) -> drain (faults healed, optional final crash) -> final read -> checks.
 //! Everything random comes from RNGs derived from the seed, one per concern, so a seed
-//! replays bit for bit; the trace hash proves it. Built for N nodes; today N = 1.
+//! replays bit for bit; the trace hash proves it. One node, or a cluster of N (`--nodes`):
+//! then the peer network, pauses and the per-step Raft invariants come in (`cluster.rs`).
+
+mod cluster;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
+use gregor_engine::config::Voter;
 use gregor_engine::{BrokerConfig, ConnId, Engine, Input, IoOp, Output, PlantedBugs, Token};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -18,8 +22,11 @@ use crate::client::{Client, Ctx, Phase, Role, Shared, Transport};
 use crate::clock::{SimClock, WallClock};
 use crate::disk::{CrashModel, Disk, IoQueue, OpFaults};
 use crate::history::{History, ProcessId};
+use crate::invariants::Invariants;
 use crate::swarm::{exp_gap_ms, rng_for, Planted, RunSettings, SwarmOptions};
 use crate::trace::{derive_seed, describe_input, describe_output, Trace};
+
+use self::cluster::Peers;
 
 /// After the safety phase, the run must finish its final read within this (liveness bound).
 pub const LIVENESS_MS: u64 = 30_000;
@@ -55,6 +62,8 @@ pub struct RunResult {
     pub violations: Vec<Violation>,
     pub sim_ms: u64,
     pub history: History,
+    /// Cluster runs: the peer network's counters and the statuses the invariants read.
+    pub cluster_summary: Option<String>,
 }
 
 impl RunResult {
@@ -88,7 +97,7 @@ impl RunResult {
         if self.violations.len() > SHOWN_MAX {
             violations.push(format!("... and {} more", self.violations.len() - SHOWN_MAX));
         }
-        json!({
+        let mut line = json!({
             "seed": self.seed,
             "ok": self.ok(),
             "trace_hash": format!("{:016x}", self.trace_hash),
@@ -97,8 +106,11 @@ impl RunResult {
             "crashes": self.crashes,
             "violations": violations,
             "sim_ms": self.sim_ms,
-        })
-        .to_string()
+        });
+        if self.settings.nodes != 1 {
+            line["nodes"] = json!(self.settings.nodes);
+        }
+        line.to_string()
     }
 }
 
@@ -168,6 +180,22 @@ enum Event {
     },
     SafetyEnd,
     FinalDeadline,
+    /// Peer messages are due (cluster).
+    PeerDue,
+    /// A peer message held while its receiver was paused.
+    PeerDeliver {
+        node: usize,
+        incarnation: u64,
+        from: i32,
+        msg: Bytes,
+    },
+    /// The partition nemesis's next phase change (cluster).
+    NetNemesis,
+    PauseStart,
+    PauseEnd {
+        node: usize,
+        incarnation: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +219,9 @@ struct Node {
     timers: BTreeSet<u64>,
     /// A Sync of this incarnation was made to fail (so `Fatal` is expected).
     sync_failed: bool,
+    /// Paused (cluster): events for it wait in `deferred` until the pause ends.
+    paused: bool,
+    deferred: Vec<Event>,
 }
 
 /// One client <-> node connection, as the network sees it.
@@ -238,6 +269,14 @@ struct World {
     rng_clock: ChaCha8Rng,
     rng_slow: ChaCha8Rng,
     rng_disconnect: ChaCha8Rng,
+    /// The peer network, pauses and their RNGs; `None` on a single node.
+    peers: Option<Peers>,
+    /// Per-step Raft invariants over every node.
+    inv: Invariants,
+    /// Invariant violations per kind (only the first few of each are kept in full).
+    inv_counts: BTreeMap<&'static str, u64>,
+    /// `--verbose`: the status line last printed per (node, group).
+    status_shown: BTreeMap<(i32, gregor_engine::replica::GroupId), String>,
 }
 
 fn concat(parts: &[Bytes]) -> Bytes {
@@ -254,7 +293,8 @@ fn concat(parts: &[Bytes]) -> Bytes {
 impl World {
     fn new(opts: SwarmOptions, config: BrokerConfig, verbose: bool) -> World {
         let seed = opts.seed;
-        let node_count = 1;
+        let node_count = opts.nodes();
+        let peers = opts.cluster.as_ref().map(|c| Peers::new(seed, c));
         let nodes = (0..node_count)
             .map(|_| Node {
                 engine: None,
@@ -266,6 +306,8 @@ impl World {
                 disk_full: false,
                 timers: BTreeSet::new(),
                 sync_failed: false,
+                paused: false,
+                deferred: Vec::new(),
             })
             .collect();
         World {
@@ -292,6 +334,10 @@ impl World {
             rng_clock: rng_for(seed, "fault/clock"),
             rng_slow: rng_for(seed, "fault/slow-io"),
             rng_disconnect: rng_for(seed, "fault/client-disconnect"),
+            peers,
+            inv: Invariants::default(),
+            inv_counts: BTreeMap::new(),
+            status_shown: BTreeMap::new(),
         }
     }
 
@@ -325,26 +371,24 @@ impl World {
         self.rng_net.gen_range(lo..=hi)
     }
 
-    /// The node clients talk to (single node for now; with Raft, the leader they believe in).
-    fn target_node(&self) -> usize {
-        0
-    }
-
     /// Feeds one input to node `n` and carries out its outputs.
     fn step(&mut self, n: usize, input: Input) {
+        let n_id = node_id(n);
         let now = self.nodes[n].wall.time(self.now());
         let Some(engine) = self.nodes[n].engine.as_mut() else {
             return;
         };
         let mut out = Vec::new();
         engine.step(now, input.clone(), &mut out);
+        let statuses = engine.replica_status();
         self.trace.step(n, now, &input, &out);
         if self.verbose {
-            eprintln!("{:>7}ms n{n} <- {}", now.mono_ms, describe_input(&input));
+            eprintln!("{:>7}ms n{n_id} <- {}", now.mono_ms, describe_input(&input));
             for o in &out {
-                eprintln!("{:>7}ms n{n} -> {}", now.mono_ms, describe_output(o));
+                eprintln!("{:>7}ms n{n_id} -> {}", now.mono_ms, describe_output(o));
             }
         }
+        self.check_invariants(n, &statuses, &out);
         for o in out {
             if self.nodes[n].engine.is_none() {
                 break; // Fatal or Stopped ended this incarnation; the rest is moot.
@@ -354,6 +398,7 @@ impl World {
     }
 
     fn output(&mut self, n: usize, o: Output) {
+        let n_id = node_id(n);
         #[allow(unreachable_patterns)]
         match o {
             Output::ClientResponse { conn, seq, frame } => self.engine_answer(conn, seq, frame),
@@ -392,27 +437,31 @@ impl World {
                 }
             }
             Output::ClusterId { .. } => {}
+            Output::SendPeer { to, msg } => self.send_peer(n, to, msg),
             Output::Ready => {
                 if self.nodes[n].state == NodeState::Recovering {
                     self.nodes[n].state = NodeState::Ready;
-                    self.log(format!("node {n} ready"));
+                    self.log(format!("node {n_id} ready"));
                 } else {
                     let s = self.nodes[n].state;
-                    self.violation("engine-contract", format!("node {n} emitted Ready while {s:?}"));
+                    self.violation(
+                        "engine-contract",
+                        format!("node {n_id} emitted Ready while {s:?}"),
+                    );
                 }
             }
             Output::Stopped => {
                 if self.nodes[n].state != NodeState::ShuttingDown {
                     self.violation(
                         "engine-contract",
-                        format!("node {n} emitted Stopped without Shutdown"),
+                        format!("node {n_id} emitted Stopped without Shutdown"),
                     );
                 }
                 self.crash(n, "power loss after graceful stop".to_string());
             }
             Output::Fatal { reason } => {
                 if !self.nodes[n].sync_failed {
-                    self.violation("fatal-without-cause", format!("node {n}: {reason}"));
+                    self.violation("fatal-without-cause", format!("node {n_id}: {reason}"));
                 }
                 self.crash(n, format!("fatal: {reason}"));
             }
@@ -455,6 +504,7 @@ impl World {
     }
 
     fn submit_io(&mut self, n: usize, token: Token, op: IoOp) {
+        let n_id = node_id(n);
         let (lo, hi) = self.opts.io_latency_ms;
         let mut latency = self.rng_io.gen_range(lo..=hi);
         if let Some(slow) = self.opts.faults.slow_io.clone() {
@@ -475,12 +525,13 @@ impl World {
             ),
             None => self.violation(
                 "engine-contract",
-                format!("node {n} reused IO token {token} while in flight"),
+                format!("node {n_id} reused IO token {token} while in flight"),
             ),
         }
     }
 
     fn io_done(&mut self, n: usize, token: Token) {
+        let n_id = node_id(n);
         let Some(op) = self.nodes[n].io.complete(token) else {
             return;
         };
@@ -496,13 +547,13 @@ impl World {
                 let at = self.now() + FATAL_AFTER_SYNC_ERROR_MS;
                 self.schedule(at, Event::FatalDeadline { node: n, incarnation });
                 let file = file.clone();
-                self.log(format!("node {n}: fsync of {file} fails"));
+                self.log(format!("node {n_id}: fsync of {file} fails"));
                 self.trace.event("fsync-error", &[n as u64, token]);
             }
         }
         let result = self.nodes[n].disk.apply(&op, faults);
         for m in self.nodes[n].disk.take_misuses() {
-            self.violation("disk-misuse", format!("node {n}: {}", m.0));
+            self.violation("disk-misuse", format!("node {n_id}: {}", m.0));
         }
         self.step(n, Input::IoDone { token, result });
     }
@@ -510,15 +561,26 @@ impl World {
     /// Power loss on node `n`: the engine is gone, its disk keeps what the crash model lets
     /// survive, its connections die; it restarts after a seeded delay.
     fn crash(&mut self, n: usize, why: String) {
+        let n_id = node_id(n);
         self.crashes += 1;
-        let model = self
+        let mut model = self
             .opts
             .faults
             .crash
             .as_ref()
             .map(|c| c.model)
             .unwrap_or(DEFAULT_CRASH_MODEL);
+        if self
+            .opts
+            .cluster
+            .as_ref()
+            .is_some_and(|c| !c.corrupt_nodes.contains(&n))
+        {
+            model.bit_flip_p = 0.0; // outside the corruption budget
+        }
         let done_unheard = self.apply_in_flight_at_crash(n);
+        self.peer_link_down(n);
+        self.inv.on_crash(node_id(n));
         let node = &mut self.nodes[n];
         node.engine = None;
         node.incarnation += 1;
@@ -526,6 +588,8 @@ impl World {
         node.io.reset();
         node.timers.clear();
         node.sync_failed = false;
+        node.paused = false;
+        node.deferred.clear();
         let unsynced = node.disk.unsynced_bytes();
         let report = node.disk.crash(&mut self.rng_disk_crash, &model);
         let incarnation = node.incarnation;
@@ -539,7 +603,7 @@ impl World {
             ],
         );
         self.log(format!(
-            "node {n} crashes ({why}): {done_unheard} IO ops done unreported, {unsynced} unsynced bytes, \
+            "node {n_id} crashes ({why}): {done_unheard} IO ops done unreported, {unsynced} unsynced bytes, \
              {} lost, {} kept, {} torn files, flips {:?}",
             report.bytes_lost, report.bytes_kept, report.torn_files, report.flips
         ));
@@ -574,6 +638,7 @@ impl World {
     /// At a crash, the device may have carried out some in-flight ops whose completions
     /// the engine never saw: per order key, a random prefix of them. Returns how many.
     fn apply_in_flight_at_crash(&mut self, n: usize) -> u64 {
+        let n_id = node_id(n);
         let groups = self.nodes[n].io.in_flight_by_key();
         let mut applied = 0u64;
         for ops in groups {
@@ -591,25 +656,33 @@ impl World {
             }
         }
         for m in self.nodes[n].disk.take_misuses() {
-            self.violation("disk-misuse", format!("node {n}: {}", m.0));
+            self.violation("disk-misuse", format!("node {n_id}: {}", m.0));
         }
         applied
     }
 
     fn start_node(&mut self, n: usize) {
+        let n_id = node_id(n);
         let node = &mut self.nodes[n];
         let mut config = self.config.clone();
+        config.node_id = node_id(n);
         config.rng_seed = derive_seed(self.opts.seed, &format!("engine/{n}/{}", node.incarnation));
         node.engine = Some(Engine::new(config));
         node.state = NodeState::Recovering;
+        // Peers reach it from its start: a cluster node needs them to get ready.
+        self.peer_link_up(n);
         self.log(format!(
-            "node {n} starts (incarnation {})",
+            "node {n_id} starts (incarnation {})",
             self.nodes[n].incarnation
         ));
         self.step(n, Input::Start);
     }
 
     fn handle(&mut self, ev: Event) {
+        if let Some(n) = self.node_of(&ev).filter(|&n| self.nodes[n].paused) {
+            self.nodes[n].deferred.push(ev);
+            return;
+        }
         match ev {
             Event::Restart { node, incarnation } => {
                 if self.nodes[node].incarnation == incarnation && self.nodes[node].state == NodeState::Down {
@@ -649,7 +722,10 @@ impl World {
                 if n.incarnation == incarnation && n.state == NodeState::ShuttingDown {
                     self.violation(
                         "liveness",
-                        format!("node {node}: no Stopped {SHUTDOWN_MS_MAX}ms after Shutdown"),
+                        format!(
+                            "node {id}: no Stopped {SHUTDOWN_MS_MAX}ms after Shutdown",
+                            id = node_id(node)
+                        ),
                     );
                     self.crash(node, "shutdown hung".to_string());
                 }
@@ -657,8 +733,10 @@ impl World {
             Event::FatalDeadline { node, incarnation } => {
                 let n = &self.nodes[node];
                 if n.incarnation == incarnation && n.engine.is_some() {
-                    let detail =
-                        format!("node {node} still runs {FATAL_AFTER_SYNC_ERROR_MS}ms after a failed fsync");
+                    let detail = format!(
+                        "node {id} still runs {FATAL_AFTER_SYNC_ERROR_MS}ms after a failed fsync",
+                        id = node_id(node)
+                    );
                     self.violation("fsync-error-ignored", detail);
                     self.crash(node, "fsync error ignored".to_string());
                 }
@@ -667,10 +745,24 @@ impl World {
             Event::DiskFullEnd { node } => {
                 if self.nodes[node].disk_full {
                     self.nodes[node].disk_full = false;
-                    self.log(format!("node {node}: disk has space again"));
+                    self.log(format!("node {id}: disk has space again", id = node_id(node)));
                 }
             }
             Event::ClockJump { node } => self.clock_jump(node),
+            Event::PeerDue => self.peer_due(),
+            Event::PeerDeliver {
+                node,
+                incarnation,
+                from,
+                msg,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.step(node, Input::PeerMessage { from, msg });
+                }
+            }
+            Event::NetNemesis => self.net_nemesis(),
+            Event::PauseStart => self.pause_start(),
+            Event::PauseEnd { node, incarnation } => self.pause_end(node, incarnation),
             Event::ToClient { .. }
             | Event::ConnLost { .. }
             | Event::ClientWake { .. }
@@ -704,12 +796,13 @@ impl World {
         if !self.faults_on {
             return;
         }
-        let n = self.target_node();
+        let n = pick_node(self.nodes.len(), &mut self.rng_crash);
+        let n_id = node_id(n);
         match self.nodes[n].state {
             NodeState::Down | NodeState::ShuttingDown => {}
-            NodeState::Ready if self.rng_crash.gen_bool(cf.graceful_p) => {
+            NodeState::Ready if self.rng_crash.gen_bool(cf.graceful_p) && !self.nodes[n].paused => {
                 self.nodes[n].state = NodeState::ShuttingDown;
-                self.log(format!("node {n}: graceful shutdown"));
+                self.log(format!("node {n_id}: graceful shutdown"));
                 self.trace.event("shutdown", &[n as u64]);
                 let incarnation = self.nodes[n].incarnation;
                 self.schedule(
@@ -733,7 +826,10 @@ impl World {
         }
         let duration = self.rng_full.gen_range(1..=f.duration_ms_max);
         self.nodes[node].disk_full = true;
-        self.log(format!("node {node}: disk full for {duration}ms"));
+        self.log(format!(
+            "node {id}: disk full for {duration}ms",
+            id = node_id(node)
+        ));
         self.trace.event("disk-full", &[node as u64, duration]);
         self.schedule(self.now() + duration, Event::DiskFullEnd { node });
         let gap = exp_gap_ms(&mut self.rng_full, f.interval_ms_mean);
@@ -750,7 +846,10 @@ impl World {
         let delta = self.rng_clock.gen_range(-c.jump_ms_max..=c.jump_ms_max);
         let now = self.now();
         self.nodes[node].wall.jump(now, delta);
-        self.log(format!("node {node}: wall clock jumps {delta:+}ms"));
+        self.log(format!(
+            "node {id}: wall clock jumps {delta:+}ms",
+            id = node_id(node)
+        ));
         self.trace.event("clock-jump", &[node as u64, delta as u64]);
         let gap = exp_gap_ms(&mut self.rng_clock, c.interval_ms_mean);
         self.schedule(now + gap, Event::ClockJump { node });
@@ -764,13 +863,17 @@ impl World {
         }
         self.log("heal: faults off".to_string());
         self.trace.event("heal", &[]);
+        self.heal_cluster();
     }
 }
 
 impl Transport for World {
-    fn connect(&mut self, client: ProcessId) -> Option<ConnId> {
-        let n = self.target_node();
-        if self.nodes[n].state != NodeState::Ready {
+    fn connect(&mut self, client: ProcessId, n: usize) -> Option<ConnId> {
+        if self
+            .nodes
+            .get(n)
+            .is_none_or(|node| node.state != NodeState::Ready)
+        {
             return None;
         }
         let id = self.next_conn_id;
@@ -833,6 +936,24 @@ impl Transport for World {
             _ => false,
         }
     }
+
+    fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// A node a fault strikes: the only one, or one drawn from `rng` in a cluster (so a single
+/// node draws nothing and its runs stay as they were).
+fn pick_node(count: usize, rng: &mut ChaCha8Rng) -> usize {
+    match count {
+        1 => 0,
+        n => rng.gen_range(0..n),
+    }
+}
+
+/// The broker id of node index `n` (ids start at 1, as `node.id`s usually do).
+fn node_id(n: usize) -> i32 {
+    n as i32 + 1
 }
 
 /// One run: the world plus the clients and what they recorded.
@@ -855,6 +976,10 @@ fn planted_bugs(planted: &[Planted]) -> PlantedBugs {
             Planted::AckBeforeFsync => bugs.ack_before_fsync = true,
             Planted::SkipRecoveryCrc => bugs.skip_recovery_crc = true,
             Planted::IndexOffByOne => bugs.index_off_by_one = true,
+            Planted::VoteWithoutPersist => bugs.vote_without_persist = true,
+            Planted::FollowerAckBeforeFsync => bugs.follower_ack_before_fsync = true,
+            Planted::CommitOnMinority => bugs.commit_on_minority = true,
+            Planted::SkipTruncation => bugs.skip_truncation = true,
         }
     }
     #[cfg(not(feature = "planted-bugs"))]
@@ -865,7 +990,7 @@ fn planted_bugs(planted: &[Planted]) -> PlantedBugs {
 impl Sim {
     pub fn new(seed: u64, settings: &RunSettings) -> Sim {
         let opts = SwarmOptions::choose(seed, settings);
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             node_id: 1,
             // Topics exist only through the admin's CreateTopics, so a lost topic shows.
             auto_create_topics_enable: false,
@@ -875,7 +1000,20 @@ impl Sim {
             planted: planted_bugs(&settings.planted),
             ..BrokerConfig::default()
         };
-        let broker_ids = vec![config.node_id];
+        let broker_ids: Vec<i32> = (0..opts.nodes()).map(node_id).collect();
+        let replication_factor = opts.cluster.as_ref().map_or(1, |c| c.replication_factor);
+        if opts.cluster.is_some() {
+            // Every node votes on the metadata log; the address is the shell's business.
+            config.quorum_voters = broker_ids
+                .iter()
+                .map(|&id| Voter {
+                    id,
+                    host: format!("node{id}.sim"),
+                    port: 9093,
+                })
+                .collect();
+            config.default_replication_factor = replication_factor;
+        }
         let world = World::new(opts.clone(), config, settings.verbose);
         let partitions = opts.partitions;
         let roles = std::iter::once(Role::Admin)
@@ -899,6 +1037,7 @@ impl Sim {
             final_done: false,
             leader_epoch_max: vec![-1; n],
             broker_ids,
+            replication_factor,
         };
         Sim {
             world,
@@ -952,6 +1091,7 @@ impl Sim {
         }
         w.schedule(self.safety_end_ms, Event::SafetyEnd);
         w.schedule(self.safety_end_ms + LIVENESS_MS, Event::FinalDeadline);
+        w.schedule_cluster_start();
     }
 
     fn with_client(&mut self, id: ProcessId, f: impl FnOnce(&mut Client, &mut Ctx)) {
@@ -1015,7 +1155,7 @@ impl Sim {
         self.shared.phase = Phase::Drain;
         self.world.heal();
         if self.world.opts.final_crash {
-            let n = self.world.target_node();
+            let n = pick_node(self.world.nodes.len(), &mut self.world.rng_crash);
             if self.world.nodes[n].state != NodeState::Down {
                 self.world.crash(n, "final crash".to_string());
             }
@@ -1032,7 +1172,7 @@ impl Sim {
         let errors: Vec<String> = self
             .clients
             .iter()
-            .filter(|c| c.role == Role::FinalReader || c.busy())
+            .filter(|c| c.role == Role::FinalReader || c.busy() || (c.role == Role::Admin && !c.done))
             .filter_map(|c| {
                 c.last_error
                     .as_ref()
@@ -1040,12 +1180,13 @@ impl Sim {
             })
             .collect();
         format!(
-            "phase {:?}, topic ready {}, nodes {:?}, busy clients {}, last errors {:?}",
+            "phase {:?}, topic ready {}, nodes {:?}, busy clients {}, last errors {:?}{}",
             self.shared.phase,
             self.shared.topic_ready,
             states,
             self.clients.iter().filter(|c| c.busy()).count(),
-            errors
+            errors,
+            self.world.describe_groups()
         )
     }
 
@@ -1053,8 +1194,8 @@ impl Sim {
     fn advance_phase(&mut self) {
         match self.shared.phase {
             Phase::Drain => {
-                let n = self.world.target_node();
-                let ready = self.world.nodes[n].state == NodeState::Ready;
+                let ready =
+                    self.world.nodes.iter().all(|n| n.state == NodeState::Ready) && self.world.settled();
                 let idle = self.clients.iter().all(|c| !c.busy() || c.role == Role::Admin);
                 if ready && idle && self.shared.topic_ready {
                     self.shared.phase = Phase::Final;
@@ -1119,6 +1260,10 @@ impl Sim {
             acks1_durable: self.world.nodes.len() == 1,
             end_ms,
         };
+        self.world.count_suppressed();
+        if self.shared.final_done {
+            self.world.check_committed_bytes();
+        }
         let mut violations = std::mem::take(&mut self.world.violations);
         violations.append(&mut self.client_violations);
         if self.shared.final_done {
@@ -1143,6 +1288,7 @@ impl Sim {
             violations,
             sim_ms: end_ms,
             history: self.history,
+            cluster_summary: self.world.cluster_summary(),
         }
     }
 }
@@ -1179,6 +1325,7 @@ impl RunResult {
             }],
             sim_ms: 0,
             history: History::default(),
+            cluster_summary: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::disk::CrashModel;
+use crate::net::NetFaults;
 use crate::trace::derive_seed;
 
 /// The RNG for one concern of one run.
@@ -22,13 +23,25 @@ pub enum Planted {
     AckBeforeFsync,
     SkipRecoveryCrc,
     IndexOffByOne,
+    /// Raft (cluster runs): votes and term changes leave before they are persisted.
+    VoteWithoutPersist,
+    /// Raft: a follower acknowledges entries written but not fsynced.
+    FollowerAckBeforeFsync,
+    /// Raft: the leader commits what it alone holds.
+    CommitOnMinority,
+    /// Raft: a follower appends over a divergent suffix without cutting it.
+    SkipTruncation,
 }
 
 impl Planted {
-    pub const ALL: [Planted; 3] = [
+    pub const ALL: [Planted; 7] = [
         Planted::AckBeforeFsync,
         Planted::SkipRecoveryCrc,
         Planted::IndexOffByOne,
+        Planted::VoteWithoutPersist,
+        Planted::FollowerAckBeforeFsync,
+        Planted::CommitOnMinority,
+        Planted::SkipTruncation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +49,10 @@ impl Planted {
             Planted::AckBeforeFsync => "ack-before-fsync",
             Planted::SkipRecoveryCrc => "skip-recovery-crc",
             Planted::IndexOffByOne => "index-off-by-one",
+            Planted::VoteWithoutPersist => "vote-without-persist",
+            Planted::FollowerAckBeforeFsync => "follower-ack-before-fsync",
+            Planted::CommitOnMinority => "commit-on-minority",
+            Planted::SkipTruncation => "skip-truncation",
         }
     }
 
@@ -44,9 +61,14 @@ impl Planted {
     }
 }
 
+/// Cluster sizes the simulator runs: one node (no peers), or a Raft cluster of 3 or 5.
+pub const NODE_COUNTS: [usize; 3] = [1, 3, 5];
+
 /// What the command line fixes for every seed of an invocation.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunSettings {
+    /// Brokers in the cluster (one of [`NODE_COUNTS`]); every one is a metadata voter.
+    pub nodes: usize,
     /// Length of the safety phase (faults on) in simulated ms; `None` = the seed chooses.
     pub safety_ms: Option<u64>,
     /// Engine steps after which the safety phase ends early.
@@ -59,10 +81,26 @@ pub struct RunSettings {
     pub verbose: bool,
 }
 
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            nodes: 1,
+            safety_ms: None,
+            steps_max: None,
+            planted: Vec::new(),
+            no_faults: false,
+            verbose: false,
+        }
+    }
+}
+
 impl RunSettings {
     /// The command-line flags that reproduce these settings (seed excluded).
     pub fn to_flags(&self) -> String {
         let mut f = String::new();
+        if self.nodes != 1 {
+            f.push_str(&format!(" --nodes {}", self.nodes));
+        }
         if let Some(ms) = self.safety_ms {
             f.push_str(&format!(" --time-limit-ms {ms}"));
         }
@@ -113,6 +151,29 @@ pub struct SlowIoFault {
     pub extra_ms_max: u64,
 }
 
+/// Pauses of one node (as SIGSTOP then SIGCONT): meanwhile it processes nothing (timers, IO
+/// completions, peer messages and requests wait), then sees all that at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PauseFault {
+    pub interval_ms_mean: u64,
+    pub duration_ms_max: u64,
+}
+
+/// What a seed chooses for a cluster (more than one node).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterOptions {
+    pub nodes: usize,
+    /// Replicas of the clients' topic: every node, but 3 of 5 (so some brokers host no
+    /// replica of a partition and must send clients elsewhere).
+    pub replication_factor: i16,
+    /// The peer network and its faults (healed with the rest).
+    pub net: NetFaults,
+    pub pause: Option<PauseFault>,
+    /// Node indexes whose crashes may flip a bit in kept unsynced bytes: at most a minority
+    /// of any partition's replicas, so a majority keeps an intact copy.
+    pub corrupt_nodes: Vec<usize>,
+}
+
 /// Which fault kinds are on, and how often they strike.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Faults {
@@ -155,6 +216,8 @@ pub struct SwarmOptions {
     /// Crash and restart once more after healing, before the final read.
     pub final_crash: bool,
     pub faults: Faults,
+    /// `None` on a single node.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl SwarmOptions {
@@ -175,13 +238,25 @@ impl SwarmOptions {
         let net_hi = [1u64, 2, 5][rng.gen_range(0..3)];
         // Drawn even when overridden, so an override does not shift the draws after it.
         let safety_ms_drawn = rng.gen_range(2_000..=5_000);
-        let safety_ms = settings.safety_ms.unwrap_or(safety_ms_drawn);
         let final_crash = rng.gen_bool(0.5);
         let faults = if settings.no_faults {
             Faults::default()
         } else {
             choose_faults(seed)
         };
+        let cluster = (settings.nodes > 1).then(|| choose_cluster(seed, settings, &faults));
+        let mut faults = faults;
+        if let (Some(c), Some(crash)) = (&cluster, faults.crash.as_mut()) {
+            // The nemesis strikes one node at a time: each node crashes as often as the one
+            // node of the same seed would (a cluster-wide crash every 200 ms keeps it electing).
+            crash.interval_ms_mean *= c.nodes as u64;
+        }
+        // A cluster spends its first second or two electing leaders: give it longer.
+        let safety_ms_drawn = match cluster {
+            Some(_) => rng_for(seed, "swarm/cluster-time").gen_range(CLUSTER_SAFETY_MS),
+            None => safety_ms_drawn,
+        };
+        let safety_ms = settings.safety_ms.unwrap_or(safety_ms_drawn);
         SwarmOptions {
             seed,
             partitions,
@@ -199,7 +274,49 @@ impl SwarmOptions {
             safety_ms,
             final_crash: final_crash && !settings.no_faults,
             faults,
+            cluster,
         }
+    }
+
+    /// Brokers in the run.
+    pub fn nodes(&self) -> usize {
+        self.cluster.as_ref().map_or(1, |c| c.nodes)
+    }
+}
+
+/// Length of a cluster run's safety phase (simulated ms).
+const CLUSTER_SAFETY_MS: std::ops::RangeInclusive<u64> = 4_000..=10_000;
+
+fn choose_cluster(seed: u64, settings: &RunSettings, faults: &Faults) -> ClusterOptions {
+    let nodes = settings.nodes;
+    let replication_factor = nodes.min(3) as i16;
+    let net = NetFaults::choose(&mut rng_for(seed, "swarm/net"));
+    let mut r = rng_for(seed, "swarm/pause");
+    let pause_on = r.gen_bool(0.4);
+    let pause = PauseFault {
+        interval_ms_mean: [300u64, 1_000, 3_000][r.gen_range(0..3)],
+        duration_ms_max: [50u64, 500, 2_000][r.gen_range(0..3)],
+    };
+    // A bit flip lands only in unsynced bytes the CRC catches; still, keep it to a minority
+    // of any partition's replicas (DESIGN.md's corruption budget).
+    let corrupt_max = (replication_factor as usize - 1) / 2;
+    let mut r = rng_for(seed, "swarm/corrupt");
+    let flips = faults.crash.as_ref().is_some_and(|c| c.model.bit_flip_p > 0.0);
+    let mut corrupt_nodes: Vec<usize> = Vec::new();
+    while flips && corrupt_nodes.len() < corrupt_max {
+        let n = r.gen_range(0..nodes);
+        if !corrupt_nodes.contains(&n) {
+            corrupt_nodes.push(n);
+        }
+    }
+    corrupt_nodes.sort_unstable();
+    let faults_on = !settings.no_faults;
+    ClusterOptions {
+        nodes,
+        replication_factor,
+        net: if faults_on { net } else { net.healed() },
+        pause: pause_on.then_some(pause).filter(|_| faults_on),
+        corrupt_nodes,
     }
 }
 
@@ -280,7 +397,22 @@ impl fmt::Display for SwarmOptions {
             self.safety_ms,
             self.final_crash,
             self.faults
-        )
+        )?;
+        if let Some(c) = &self.cluster {
+            write!(
+                f,
+                " cluster: nodes={} replication.factor={} net: {} pause: {} bit_flip_nodes={:?}",
+                c.nodes,
+                c.replication_factor,
+                c.net,
+                c.pause.as_ref().map_or("none".to_string(), |p| format!(
+                    "every~{}ms for<={}ms",
+                    p.interval_ms_mean, p.duration_ms_max
+                )),
+                c.corrupt_nodes
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -376,6 +508,74 @@ mod tests {
         let o = SwarmOptions::choose(9, &s);
         assert_eq!(o.faults, Faults::default());
         assert!(!o.final_crash);
+    }
+
+    #[test]
+    fn cluster_options_respect_the_corruption_budget_and_leave_one_node_alone() {
+        let one = RunSettings::default();
+        for nodes in [3usize, 5] {
+            let s = RunSettings {
+                nodes,
+                ..RunSettings::default()
+            };
+            let mut flipping_seeds = 0;
+            for seed in 0..100 {
+                let o = SwarmOptions::choose(seed, &s);
+                let c = o.cluster.clone().expect("a cluster");
+                assert_eq!((c.nodes, o.nodes()), (nodes, nodes));
+                assert_eq!(c.replication_factor, 3);
+                assert!(c.corrupt_nodes.len() <= 1, "a minority of 3 replicas: {c:?}");
+                assert!(c.corrupt_nodes.iter().all(|&n| n < nodes));
+                let flips = o.faults.crash.as_ref().is_some_and(|f| f.model.bit_flip_p > 0.0);
+                assert_eq!(flips, !c.corrupt_nodes.is_empty());
+                flipping_seeds += usize::from(flips);
+                // The single-node choices are the same whatever the cluster size (but the
+                // crash nemesis, which strikes one of N nodes, comes N times as often).
+                let single = SwarmOptions::choose(seed, &one);
+                assert_eq!(single.cluster, None);
+                let mut faults = o.faults.clone();
+                if let (Some(c), Some(s)) = (faults.crash.as_mut(), single.faults.crash.as_ref()) {
+                    assert_eq!(c.interval_ms_mean, s.interval_ms_mean * nodes as u64);
+                    c.interval_ms_mean = s.interval_ms_mean;
+                }
+                assert_eq!(
+                    SwarmOptions {
+                        cluster: None,
+                        safety_ms: single.safety_ms,
+                        faults,
+                        ..o.clone()
+                    },
+                    single
+                );
+                assert!(CLUSTER_SAFETY_MS.contains(&o.safety_ms));
+                assert!(o
+                    .to_string()
+                    .contains(&format!("cluster: nodes={nodes} replication.factor=3")));
+            }
+            assert!(flipping_seeds > 5);
+        }
+        let quiet = SwarmOptions::choose(
+            3,
+            &RunSettings {
+                nodes: 3,
+                no_faults: true,
+                ..RunSettings::default()
+            },
+        );
+        let c = quiet.cluster.expect("a cluster");
+        assert_eq!(c.net, c.net.healed());
+        assert_eq!((c.pause, c.corrupt_nodes), (None, vec![]));
+    }
+
+    #[test]
+    fn the_node_count_is_part_of_the_replay_flags() {
+        assert_eq!(RunSettings::default().to_flags(), "");
+        let s = RunSettings {
+            nodes: 3,
+            no_faults: true,
+            ..RunSettings::default()
+        };
+        assert_eq!(s.to_flags(), " --nodes 3 --no-faults");
     }
 
     #[test]

@@ -99,6 +99,13 @@ impl Trace {
             self.h.u64(v);
         }
     }
+
+    /// A simulator-side event described by text (e.g. the partition the nemesis chose).
+    pub fn note(&mut self, name: &str, text: &str) {
+        self.h.tag(b'N');
+        self.h.blob(name.as_bytes());
+        self.h.blob(text.as_bytes());
+    }
 }
 
 fn hash_input(h: &mut Fnv64, input: &Input) {
@@ -288,8 +295,55 @@ pub fn describe_input(input: &Input) -> String {
             )
         }
         Input::IoDone { token, result } => format!("IoDone {token} {}", describe_io_result(result)),
+        Input::PeerMessage { from, msg } => {
+            format!("PeerMessage from {from}: {}", describe_peer_message(msg))
+        }
         other => format!("{other:?}"),
     }
+}
+
+/// A peer message item by item: the group (topic id's low 16 bits and partition, `meta`
+/// for the metadata log) and the Raft message with entries shown as offset ranges.
+pub fn describe_peer_message(msg: &bytes::Bytes) -> String {
+    use gregor_engine::raft::RaftMsg;
+    use gregor_engine::replica::{Envelope, GroupId};
+    let env = match Envelope::decode(msg.clone()) {
+        Ok(env) => env,
+        Err(e) => return format!("undecodable ({e}), {} bytes", msg.len()),
+    };
+    let mut items: Vec<String> = env
+        .raft
+        .iter()
+        .map(|(g, m)| {
+            let group = if *g == GroupId::METADATA {
+                "meta".to_string()
+            } else {
+                format!("{:04x}-{}", g.topic_id & 0xffff, g.partition)
+            };
+            let what = match m {
+                RaftMsg::Append {
+                    term,
+                    prev_end,
+                    prev_epoch,
+                    commit_end,
+                    entries,
+                } => {
+                    let spans: Vec<String> = entries
+                        .iter()
+                        .map(|e| format!("{}..={}@e{}", e.base, e.last, e.epoch))
+                        .collect();
+                    format!(
+                        "Append {{ term: {term}, prev_end: {prev_end}, prev_epoch: {prev_epoch}, commit_end: {commit_end}, entries: [{}] }}",
+                        spans.join(" ")
+                    )
+                }
+                other => format!("{other:?}"),
+            };
+            format!("{group} {what}")
+        })
+        .collect();
+    items.extend(env.control.iter().map(|c| format!("control {c:?}")));
+    items.join("; ")
 }
 
 /// A one-line description of an output, payloads shown by size (for `--verbose`).
@@ -303,6 +357,7 @@ pub fn describe_output(output: &Output) -> String {
             ))
         ),
         Output::Io { token, op } => format!("Io {token} {}", describe_io_op(op)),
+        Output::SendPeer { to, msg } => format!("SendPeer to {to}: {}", describe_peer_message(msg)),
         other => format!("{other:?}"),
     }
 }

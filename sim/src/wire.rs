@@ -34,9 +34,11 @@ pub mod code {
     pub const NONE: i16 = 0;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const NOT_CONTROLLER: i16 = 41;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
@@ -133,12 +135,13 @@ pub fn negotiate(broker: &BTreeMap<i16, (i16, i16)>, key: ApiKey) -> Option<(i16
 pub fn create_topics_request(
     topic: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: &[(&str, String)],
 ) -> CreateTopicsRequest {
     let mut t = CreatableTopic::default();
     t.name = topic_name(topic);
     t.num_partitions = partitions;
-    t.replication_factor = 1;
+    t.replication_factor = replication_factor;
     for (k, v) in configs {
         let mut c = CreatableTopicConfig::default();
         c.name = StrBytes::from_string((*k).to_string());
@@ -289,6 +292,8 @@ pub struct TopicMetadata {
     pub partitions: Vec<(i32, i16, i32, i32)>,
     /// Node ids of the brokers listed.
     pub brokers: Vec<i32>,
+    /// The controller's node id (-1: none known).
+    pub controller_id: i32,
 }
 
 pub fn metadata_result(r: &MetadataResponse, topic: &str) -> Result<TopicMetadata, WireError> {
@@ -308,6 +313,7 @@ pub fn metadata_result(r: &MetadataResponse, topic: &str) -> Result<TopicMetadat
         topic_id: t.topic_id,
         partitions,
         brokers: r.brokers.iter().map(|b| b.node_id.0).collect(),
+        controller_id: r.controller_id.0,
     })
 }
 

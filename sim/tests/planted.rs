@@ -1,6 +1,7 @@
 //! The simulator must catch known-bad engine behaviour: each planted bug (built only with
 //! the `planted-bugs` feature) must make some seed of a small range fail that passes with
-//! the switch off, and the range must pass with every switch off.
+//! the switch off, and the range must pass with every switch off. The Raft bugs are hunted
+//! in three-node clusters.
 #![cfg(feature = "planted-bugs")]
 
 use std::collections::BTreeMap;
@@ -70,4 +71,64 @@ fn skip_recovery_crc_is_caught() {
 #[test]
 fn index_off_by_one_is_caught() {
     assert_caught(Planted::IndexOffByOne);
+}
+
+/// Cluster seeds the Raft bugs are hunted in (each hunt stops at its first catch).
+const CLUSTER_SEEDS: std::ops::RangeInclusive<u64> = 1..=200;
+
+fn cluster(planted: Vec<Planted>) -> RunSettings {
+    RunSettings {
+        nodes: 3,
+        planted,
+        ..RunSettings::default()
+    }
+}
+
+/// Runs cluster seeds with `p` on until one fails that passes with `p` off. A seed that
+/// fails either way proves nothing about `p` and is skipped (and counted).
+fn assert_caught_in_cluster(p: Planted) {
+    let mut failing_anyway = Vec::new();
+    for seed in CLUSTER_SEEDS {
+        let with = run_seed(seed, &cluster(vec![p]));
+        if with.ok() {
+            continue;
+        }
+        if !run_seed(seed, &cluster(vec![])).ok() {
+            failing_anyway.push(seed);
+            continue;
+        }
+        let shown: Vec<String> = with.violations.iter().take(3).map(|v| v.to_string()).collect();
+        eprintln!(
+            "{}: caught by seed {seed} ({}), which passes without it; skipped {} seeds that fail \
+             without it too {failing_anyway:?}: {shown:?}",
+            p.name(),
+            with.replay_command(),
+            failing_anyway.len()
+        );
+        return;
+    }
+    panic!(
+        "no cluster seed in {CLUSTER_SEEDS:?} caught planted bug {} (seeds failing without it: {failing_anyway:?})",
+        p.name()
+    );
+}
+
+#[test]
+fn vote_without_persist_is_caught() {
+    assert_caught_in_cluster(Planted::VoteWithoutPersist);
+}
+
+#[test]
+fn follower_ack_before_fsync_is_caught() {
+    assert_caught_in_cluster(Planted::FollowerAckBeforeFsync);
+}
+
+#[test]
+fn commit_on_minority_is_caught() {
+    assert_caught_in_cluster(Planted::CommitOnMinority);
+}
+
+#[test]
+fn skip_truncation_is_caught() {
+    assert_caught_in_cluster(Planted::SkipTruncation);
 }
