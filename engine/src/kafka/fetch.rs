@@ -163,6 +163,10 @@ impl Engine {
                 error = true;
                 continue;
             };
+            if !log.is_serving() {
+                error = true; // lost the lead while the fetch waited
+                continue;
+            }
             let hw = log.high_watermark();
             if part.offset < hw {
                 available += log
@@ -209,6 +213,12 @@ impl Engine {
                     part.error = code::UNKNOWN_TOPIC_OR_PARTITION;
                     continue;
                 };
+                if !log.is_serving() {
+                    // Deposed (or halted) while the fetch waited: its high watermark may
+                    // be behind what it served before; the client must find the leader.
+                    part.error = code::NOT_LEADER_OR_FOLLOWER;
+                    continue;
+                }
                 let hw = log.high_watermark();
                 part.high_watermark = hw as i64;
                 part.log_start = log.log_start_offset as i64;

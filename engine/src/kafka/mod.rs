@@ -374,6 +374,9 @@ impl Engine {
     /// acknowledged here (the new leader may keep or drop their batches).
     pub(crate) fn kafka_leadership_lost(&mut self, log: LogId) {
         self.produce_log_failed(log, 0, code::NOT_LEADER_OR_FOLLOWER);
+        // Parked fetches answer NOT_LEADER_OR_FOLLOWER now rather than a high watermark
+        // this node no longer vouches for.
+        self.fetch_log_advanced(log);
     }
 
     /// `log` was deleted.

@@ -165,7 +165,10 @@ impl RaftCore {
             return false;
         }
         let conflict = new.first().filter(|e| e.base < v_end).map(|e| e.base);
-        let boundary = conflict.map(|from| v.batch_base(from) == Some(from));
+        // A recovered log knows batch boundaries only for recent batches; where it does
+        // not, log matching guarantees the conflict is at one (both logs hold the same
+        // batch up to the matched offset).
+        let boundary = conflict.map(|from| v.batch_base(from).is_none_or(|b| b == from));
         if let Some(from) = conflict {
             if self.config.bugs.skip_truncation() {
                 // Planted bug: keep the divergent suffix and append only past our end.

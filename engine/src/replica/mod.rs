@@ -467,8 +467,9 @@ impl Engine {
                 };
                 log.truncate_from(&mut self.q, from);
                 self.kafka_log_failed(log_id, from);
+                // Changed, not settled: an Append of the same step may still follow.
                 if let (Some(r), Some(log)) = (self.replicas.get_mut(&group), self.logs.get(&log_id)) {
-                    r.raft.on_log_settled(now, log, more);
+                    r.raft.on_log_changed(now, log, more);
                 }
             }
             RaftAction::BecameLeader { term } => {
@@ -511,7 +512,9 @@ impl Engine {
                 let Some(log) = self.logs.get_mut(&log_id) else {
                     return;
                 };
-                log.commit_end = Some(commit_end);
+                // A restarted core may learn a lower commit end first; the log's never
+                // goes back (what was committed stays committed).
+                log.commit_end = Some(log.commit_end.unwrap_or(0).max(commit_end));
                 self.kafka_log_advanced(log_id);
                 if group == GroupId::METADATA {
                     self.meta_apply();
