@@ -4,7 +4,8 @@
 # Runs on a fresh Debian machine (Rust 1.95, Python 3.11, root) from a clean clone:
 # installs what it needs (kcat, a Python venv at ci/.venv with the real-client
 # libraries), then: rustfmt, clippy, the engine purity check, the workspace tests,
-# the planted-bug tests, a release build, simulator seeds, and the real-client tests
+# the planted-bug tests, the loom models, a release build, simulator seeds (single node
+# and 3-node cluster), and the real-client tests
 # against the release `gregor`.
 #
 # Usage: ci/test.sh [options] [-- extra pytest args]
@@ -173,6 +174,11 @@ if [[ $CLIENTS_ONLY -eq 0 ]]; then
 
     section "planted bugs: cargo test -p gregor-sim --features planted-bugs"
     cargo test -p gregor-sim --features planted-bugs
+
+    section "loom: the shell's shared structures (peer queues, disk handle cache)"
+    # Its own target dir: the cfg changes every crate's build.
+    RUSTFLAGS="--cfg gregor_loom" CARGO_TARGET_DIR="$TARGET_DIR/loom" \
+        cargo test -p gregor-net --release --test loom_queue --test loom_handles
 fi
 
 # ---------------------------------------------------------------------------------------
