@@ -374,6 +374,12 @@ impl RaftCore {
         if self.role != Role::Leader || copies == 0 {
             return 0;
         }
+        self.nth_durable_end(copies, own_durable_end)
+    }
+
+    /// The `k`-th largest durable end among the voters (this one at `own_durable_end`): at
+    /// least `k` voters hold the log durably below it. 0 when there are fewer voters.
+    pub(super) fn nth_durable_end(&self, k: usize, own_durable_end: u64) -> u64 {
         let mut ends: Vec<u64> = self
             .voters
             .iter()
@@ -386,7 +392,7 @@ impl RaftCore {
             })
             .collect();
         ends.sort_unstable_by(|a, b| b.cmp(a));
-        ends.get(copies - 1).copied().unwrap_or(0)
+        k.checked_sub(1).and_then(|i| ends.get(i)).copied().unwrap_or(0)
     }
 
     /// Leader: bytes of entries sent to `to` and not yet acknowledged.

@@ -387,19 +387,7 @@ impl RaftCore {
         let candidate = if self.config.bugs.commit_on_minority() {
             own_durable_end
         } else {
-            let mut ends: Vec<u64> = self
-                .voters
-                .iter()
-                .map(|id| {
-                    if *id == self.me {
-                        own_durable_end
-                    } else {
-                        self.progress.get(id).map_or(0, |p| p.durable_end)
-                    }
-                })
-                .collect();
-            ends.sort_unstable_by(|a, b| b.cmp(a));
-            ends[quorum(&self.voters) - 1]
+            self.nth_durable_end(quorum(&self.voters), own_durable_end)
         };
         if candidate > self.commit_end && v.epoch_at(candidate - 1) == Some(self.term) {
             tracing::trace!(me = self.me, commit_end = candidate, "commit advanced");
