@@ -314,7 +314,16 @@ impl World {
         ));
         self.trace.event("resume", &[n as u64, deferred.len() as u64]);
         let now = self.now();
-        for ev in deferred {
+        // What waited goes first: events for this node already queued for this instant
+        // (e.g. the next request on a connection) move behind it, keeping their order.
+        let later: Vec<(u64, u64)> = self
+            .queue
+            .range((now, 0)..(now + 1, 0))
+            .filter(|(_, ev)| self.node_of(ev) == Some(n))
+            .map(|(k, _)| *k)
+            .collect();
+        let later: Vec<Event> = later.into_iter().filter_map(|k| self.queue.remove(&k)).collect();
+        for ev in deferred.into_iter().chain(later) {
             self.schedule(now, ev);
         }
     }
