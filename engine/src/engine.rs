@@ -429,10 +429,18 @@ impl Engine {
     }
 
     pub(crate) fn recovering_dir(&self, dir: &str) -> bool {
-        self.recoveries.values().any(|(_, f)| match f {
-            RecoveryFor::Metadata => dir == meta::partition_dir(METADATA_TOPIC, 0),
-            RecoveryFor::Partition { topic, partition, .. } => dir == meta::partition_dir(topic, *partition),
-        })
+        self.recovering_dirs().contains(dir)
+    }
+
+    /// The directories of the logs being recovered.
+    pub(crate) fn recovering_dirs(&self) -> BTreeSet<String> {
+        self.recoveries
+            .values()
+            .map(|(_, f)| match f {
+                RecoveryFor::Metadata => meta::partition_dir(METADATA_TOPIC, 0),
+                RecoveryFor::Partition { topic, partition, .. } => meta::partition_dir(topic, *partition),
+            })
+            .collect()
     }
 
     /// Ready once the image has caught up with the metadata log found at startup, knows

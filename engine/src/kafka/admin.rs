@@ -497,10 +497,8 @@ impl Engine {
                     code::INVALID_PARTITIONS,
                     format!("Topic already has {n} partitions."),
                 )),
-                Some((_, n, _)) if t.count - n > PARTITIONS_PER_TOPIC_MAX => {
-                    check_partition_count(t.count - n).map(|_| (0, 0, Vec::new()))
-                }
                 Some((id, n, rf)) => match &t.assignments {
+                    _ if let Err(e) = check_partition_count(t.count - n) => Err(e),
                     Some(a) if a.len() as i32 != t.count - n => Err((
                         code::INVALID_REPLICA_ASSIGNMENT,
                         format!(

@@ -145,11 +145,11 @@ impl Engine {
             }
         }
         let term = self.metadata_term();
-        let controller = self.is_controller()
-            || self
-                .replicas
-                .get(&GroupId::METADATA)
-                .is_some_and(|r| r.raft.role() == Role::Leader);
+        // Still the leader of the term the waits were made in (its image may lag a moment).
+        let controller = self
+            .replicas
+            .get(&GroupId::METADATA)
+            .is_some_and(|r| r.raft.role() == Role::Leader);
         let mut done = Vec::new();
         let mut lost = Vec::new();
         for (&op, w) in &self.controller.waits {

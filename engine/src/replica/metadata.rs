@@ -316,12 +316,14 @@ impl Engine {
                 self.delete_dir(meta::partition_dir(&topic, p));
             }
         }
+        // Once, not per partition: a start-up places thousands of partitions at once.
+        let recovering = self.recovering_dirs();
         for ((topic, p), (topic_id, _)) in wanted {
             if self.partitions.contains_key(&(topic.clone(), p)) {
                 continue;
             }
             let dir = meta::partition_dir(&topic, p);
-            if self.recovering_dir(&dir) || self.dir_deletes.contains(&dir) {
+            if recovering.contains(&dir) || self.dir_deletes.contains(&dir) {
                 continue;
             }
             self.start_recovery_for(RecoveryFor::Partition {
