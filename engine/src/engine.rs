@@ -143,6 +143,9 @@ pub struct Engine {
     pub(crate) meta_snapshot_end: u64,
     /// A snapshot write is in flight.
     pub(crate) meta_snapshot_writing: bool,
+    /// The image's placement of partitions changed since partitions last followed it
+    /// (most applied records are leader changes, which move nothing).
+    pub(crate) placement_changed: bool,
     pub(crate) controller: Controller,
     /// Visible partitions: (topic, partition) → log.
     pub(crate) partitions: BTreeMap<(String, i32), LogId>,
@@ -184,6 +187,7 @@ impl Engine {
             meta_gate: None,
             meta_snapshot_end: 0,
             meta_snapshot_writing: false,
+            placement_changed: true,
             controller: Controller::default(),
             partitions: BTreeMap::new(),
             logs: BTreeMap::new(),
@@ -515,7 +519,7 @@ impl Engine {
         topic_id: u128,
     ) {
         let dir = meta::partition_dir(&topic, partition);
-        let wanted = self.wanted_partitions().remove(&(topic.clone(), partition));
+        let wanted = self.wanted_partition(&topic, partition);
         let Some((wanted_id, voters)) = wanted.filter(|(wid, _)| *wid == topic_id) else {
             // Deleted (or re-created under a new id) while it was recovering.
             self.delete_dir(dir);

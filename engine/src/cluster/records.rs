@@ -15,7 +15,7 @@ use crate::batch::{self, BatchView, RecordSpec};
 /// Node (broker) ids, as Kafka numbers them.
 pub type NodeId = i32;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetaRecord {
     /// The first record of a cluster's log: its id, drawn by the first controller.

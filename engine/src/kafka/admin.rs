@@ -130,7 +130,7 @@ impl Engine {
                 .controller
                 .proposed
                 .iter()
-                .any(|(_, r)| matches!(r, MetaRecord::CreateTopic { name: n, .. } if n == name))
+                .any(|r| matches!(r, MetaRecord::CreateTopic { name: n, .. } if n == name))
     }
 
     fn placement(&mut self, first: i32, count: i32, rf: i32) -> Result<Vec<Vec<NodeId>>, TopicError> {

@@ -35,11 +35,49 @@ pub(crate) struct AdminWait {
 #[derive(Debug, Default)]
 pub(crate) struct Controller {
     /// Records appended and not applied yet, with the last offset of their batch.
-    pub proposed: Vec<(u64, MetaRecord)>,
+    pub proposed: Proposals,
     /// Admin requests (Kafka-layer request ids) waiting for their records.
     pub waits: BTreeMap<u64, AdminWait>,
     /// Partition groups this node leads, with the term, until the image shows it.
     pub leading: BTreeMap<GroupId, i32>,
+}
+
+/// Records in flight, indexed both ways: by record (a proposal is looked up once per
+/// record proposed, and a start-up proposes thousands of leader publications at once) and
+/// by the last offset of their batch (to forget what the image has applied).
+#[derive(Debug, Default)]
+pub(crate) struct Proposals {
+    by_record: BTreeMap<MetaRecord, u64>,
+    by_last: BTreeMap<u64, Vec<MetaRecord>>,
+}
+
+impl Proposals {
+    /// The last offset of the batch `r` was appended in, if it is in flight.
+    pub fn last_of(&self, r: &MetaRecord) -> Option<u64> {
+        self.by_record.get(r).copied()
+    }
+
+    pub fn insert(&mut self, last: u64, records: Vec<MetaRecord>) {
+        for r in &records {
+            self.by_record.insert(r.clone(), last);
+        }
+        self.by_last.entry(last).or_default().extend(records);
+    }
+
+    /// Forgets the records of batches that end below `applied`.
+    pub fn forget_below(&mut self, applied: u64) {
+        let kept = self.by_last.split_off(&applied);
+        for r in std::mem::replace(&mut self.by_last, kept).into_values().flatten() {
+            // A record proposed again in a later batch stays under that batch's offset.
+            if self.by_record.get(&r).is_some_and(|&last| last < applied) {
+                self.by_record.remove(&r);
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &MetaRecord> {
+        self.by_record.keys()
+    }
 }
 
 impl Engine {
@@ -79,8 +117,8 @@ impl Engine {
         let mut until = self.image.applied_end;
         let mut fresh = Vec::new();
         for r in records {
-            match self.controller.proposed.iter().find(|(_, p)| *p == r) {
-                Some((last, _)) => until = until.max(last + 1),
+            match self.controller.proposed.last_of(&r) {
+                Some(last) => until = until.max(last + 1),
                 None => fresh.push(r),
             }
         }
@@ -94,9 +132,7 @@ impl Engine {
         match log.append_own(&mut self.q, &batch, wall) {
             Ok((_, last)) => {
                 tracing::debug!(?fresh, last, "metadata records appended");
-                self.controller
-                    .proposed
-                    .extend(fresh.into_iter().map(|r| (last, r)));
+                self.controller.proposed.insert(last, fresh);
                 self.replica_log_changed(log_id);
                 Some(until.max(last + 1))
             }
@@ -125,14 +161,14 @@ impl Engine {
     /// proposals, bootstrap an empty image, answer the admin requests that can be answered.
     pub(crate) fn controller_progress(&mut self) {
         let applied = self.image.applied_end;
-        self.controller.proposed.retain(|(last, _)| *last >= applied);
+        self.controller.proposed.forget_below(applied);
         if self.is_controller() {
             let mut boot = Vec::new();
             let id_pending = self
                 .controller
                 .proposed
                 .iter()
-                .any(|(_, r)| matches!(r, MetaRecord::ClusterId { .. }));
+                .any(|r| matches!(r, MetaRecord::ClusterId { .. }));
             if self.image.cluster_id.is_none() && !id_pending {
                 let id = crate::kafka::uuid_string(self.random_u128());
                 boot.push(MetaRecord::ClusterId { id });
@@ -194,15 +230,21 @@ impl Engine {
     pub(crate) fn note_leading(&mut self, group: GroupId, term: i32) {
         if group != GroupId::METADATA {
             self.controller.leading.insert(group, term);
-            self.announce();
+            // This group alone: a start-up elects thousands, one after another.
+            self.announce_groups(vec![(group, term)]);
         }
     }
 
     /// Sends (or, on the controller, appends) what the image does not show yet: this
     /// node's registration and the partitions it leads. Called every heartbeat interval.
     pub(crate) fn announce(&mut self) {
-        let me = self.config.node_id;
         let leading: Vec<(GroupId, i32)> = self.controller.leading.iter().map(|(g, t)| (*g, *t)).collect();
+        self.announce_groups(leading);
+    }
+
+    /// [`Self::announce`] for `leading` (entries of `controller.leading`) only.
+    fn announce_groups(&mut self, leading: Vec<(GroupId, i32)>) {
+        let me = self.config.node_id;
         let mut records = Vec::new();
         let mut controls = Vec::new();
         for (group, term) in leading {

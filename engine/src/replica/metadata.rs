@@ -165,9 +165,11 @@ impl Engine {
             match change {
                 ImageChange::ClusterId => self.learn_cluster_id(),
                 ImageChange::Partitions { topic, first } => {
+                    self.placement_changed = true;
                     tracing::info!(%topic, first, "metadata: partitions added")
                 }
                 ImageChange::TopicDeleted { name, .. } => {
+                    self.placement_changed = true;
                     tracing::info!(topic = %name, "metadata: topic deleted")
                 }
                 ImageChange::Broker(node) => tracing::info!(node, "metadata: broker registered"),
@@ -195,6 +197,7 @@ impl Engine {
                     );
                     self.meta_snapshot_end = image.applied_end;
                     self.image = image;
+                    self.placement_changed = true;
                     self.learn_cluster_id();
                 }
                 Err(e) => tracing::warn!(
@@ -275,7 +278,9 @@ impl Engine {
             );
             self.list_root();
         }
-        self.reconcile_partitions();
+        if self.placement_changed {
+            self.reconcile_partitions();
+        }
         self.controller_progress();
         self.maybe_ready();
     }
@@ -294,6 +299,15 @@ impl Engine {
         out
     }
 
+    /// [`Self::wanted_partitions`] for one partition.
+    pub(crate) fn wanted_partition(&self, topic: &str, partition: i32) -> Option<(u128, Vec<NodeId>)> {
+        let t = self.image.topics.get(topic)?;
+        let info = t.partitions.get(usize::try_from(partition).ok()?)?;
+        info.replicas
+            .contains(&self.config.node_id)
+            .then(|| (t.id, info.replicas.clone()))
+    }
+
     /// Makes this node's partitions follow the image: stops (and deletes) logs it no
     /// longer places here, recovers the ones it places here that are not live yet.
     pub(crate) fn reconcile_partitions(&mut self) {
@@ -304,6 +318,7 @@ impl Engine {
         {
             return;
         }
+        self.placement_changed = false;
         let wanted = self.wanted_partitions();
         let live: Vec<((String, i32), LogId)> =
             self.partitions.iter().map(|(k, v)| (k.clone(), *v)).collect();
