@@ -10,9 +10,11 @@
 //!   file is created only once every earlier offset is durable. Recovery relies on this.
 //! - At most one sync round is in flight; it covers `emitted_end` as of its emission.
 //! - While a cut (follower truncation, [`PartitionLog::truncate_from`]) is under way, the
-//!   files may still hold bytes past `leo` (`emitted_end > leo`); `durable_end` and
-//!   `written_end` are already clamped to `leo`, nothing new is written, and the cut waits
-//!   for every op in flight before it deletes and truncates files.
+//!   files may still hold bytes past the cut (`emitted_end > leo`, or past the cut offset
+//!   once the new leader's entries are appended in memory); `durable_end` and `written_end`
+//!   are clamped to the cut and stay there, nothing new is written, and the cut waits for
+//!   every op in flight before it deletes and truncates files. An op in flight that
+//!   completes meanwhile counts only for bytes below the cut.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -502,6 +504,13 @@ impl PartitionLog {
         self.try_cut(q);
     }
 
+    /// The end of what the files hold that the log keeps: `leo`, or a pending cut's
+    /// offset. Bytes past it that an op in flight wrote or synced belong to the removed
+    /// suffix, whatever the log has appended in its place since.
+    fn kept_end(&self) -> u64 {
+        self.cut.map_or(self.leo, |c| c.offset().min(self.leo))
+    }
+
     /// True while a cut's file operations are still to do.
     pub fn is_cutting(&self) -> bool {
         self.cut.is_some()
@@ -780,8 +789,9 @@ impl PartitionLog {
                         },
                         &mut ev,
                     );
-                } else if self.broken.is_none_or(|b| end <= b.offset) && end <= self.leo {
-                    // (An append past `leo` belongs to a suffix a cut is removing.)
+                } else if self.broken.is_none_or(|b| end <= b.offset) && end <= self.kept_end() {
+                    // (An append past `kept_end` belongs to a suffix a cut is removing, even
+                    // when the new leader's entries already reach that far.)
                     assert_eq!(start, self.written_end, "appends on one file complete in order");
                     self.written_end = end;
                     ev.advanced = true;
@@ -800,9 +810,10 @@ impl PartitionLog {
                     Some(b) if b.offset < covers_end => (b.offset, b.position),
                     _ => (covers_end, covers_position),
                 };
-                if cap > self.leo {
-                    // A cut removed part of what this sync covered; the cut itself makes
-                    // everything below it durable.
+                if cap > self.kept_end() {
+                    // A cut removed part of what this sync covered (the entries appended in
+                    // its place are not in the files yet); the cut itself makes everything
+                    // below it durable.
                 } else if cap > self.durable_end {
                     self.durable_end = cap;
                     self.durable_position = position;

@@ -367,3 +367,36 @@ fn a_cut_waits_for_writes_in_flight_and_drops_what_they_wrote_past_it() {
     assert_eq!(r.log.epochs().entries(), &[(1, 0), (2, 2)]);
     r.check_recovers(1 << 20);
 }
+
+#[test]
+fn a_sync_of_bytes_a_cut_removes_makes_nothing_durable() {
+    // Seed 7486 of the three-node simulator: a follower's fsync of a divergent suffix
+    // completed after the suffix was truncated and the new leader's batches appended in its
+    // place; the log counted those batches durable and the follower acknowledged them.
+    let mut r = Rig::new(1 << 20);
+    r.lead(1, 2);
+    r.settle();
+    r.lead(1, 3); // 2..=4: the append and its sync in flight
+    r.collect();
+    assert!(
+        r.pending.iter().any(|(_, op)| matches!(op, IoOp::Sync { .. })),
+        "{:?}",
+        r.pending
+    );
+    r.cut(2);
+    assert_eq!(r.follow(2, 2, 4), Ok((2, 5)), "the new leader's entries wait for the cut");
+    while !r.pending.is_empty() {
+        r.step_one();
+        if r.log.is_cutting() {
+            assert!(
+                r.log.durable_end() <= 2,
+                "durable end {} counts bytes the cut removes",
+                r.log.durable_end()
+            );
+        }
+    }
+    r.settle();
+    assert_eq!(r.on_disk(), vec![(0, 1, 1), (2, 5, 2)]);
+    assert_eq!(r.log.durable_end(), 6);
+    r.check_recovers(1 << 20);
+}
