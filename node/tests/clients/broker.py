@@ -110,6 +110,14 @@ class Broker:
         return cmd + self.extra_args
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> "Broker":
+        """Starts the process and waits for its listening line."""
+        self.spawn()
+        return self.wait_ready(timeout_s)
+
+    def spawn(self) -> "Broker":
+        """Starts the process without waiting for it to be ready (a cluster node prints its
+        listening line only once a majority of the voters is up, so a cluster spawns every
+        node first and then waits for each)."""
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         assert threading.current_thread() is threading.main_thread(), "start brokers from the main thread"
         binary = Path(self.command()[0])
@@ -127,10 +135,15 @@ class Broker:
                                      preexec_fn=_die_with_parent)
         log.close()
         self.starts += 1
-        ready = threading.Event()
-        lines: list[str] = []
-        threading.Thread(target=self._pump_stdout, args=(self.proc, ready, lines),
+        self._ready = threading.Event()
+        self._lines: list[str] = []
+        threading.Thread(target=self._pump_stdout, args=(self.proc, self._ready, self._lines),
                          daemon=True).start()
+        return self
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> "Broker":
+        """Waits for the listening line of the process `spawn` started."""
+        ready, lines = self._ready, self._lines
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if ready.wait(0.05):
