@@ -63,6 +63,11 @@ pub struct BrokerConfig {
     /// Applied metadata offsets between two snapshots of the metadata image (an engine
     /// setting: a restart replays at most this many records).
     pub metadata_snapshot_records: u64,
+    /// The group coordinator's keys (`group.*`, `offsets.*`, `offset.metadata.max.bytes`).
+    pub group: crate::group::GroupConfig,
+    /// `offsets.topic.replication.factor`: replicas of each `__consumer_offsets` partition,
+    /// at most the number of registered brokers (Kafka refuses to create the topic then).
+    pub offsets_topic_replication_factor: i16,
 }
 
 /// One metadata quorum voter: `id@host:port`, the port of its peer listener.
@@ -137,6 +142,8 @@ impl Default for BrokerConfig {
             planted: PlantedBugs::default(),
             quorum_voters: Vec::new(),
             metadata_snapshot_records: 1000,
+            group: crate::group::GroupConfig::default(),
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -221,6 +228,42 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "socket.request.max.bytes",
         doc: "largest request frame accepted",
+    },
+    BrokerKey {
+        name: "offsets.topic.num.partitions",
+        doc: "partitions of __consumer_offsets (fixed once the topic exists)",
+    },
+    BrokerKey {
+        name: "offsets.topic.replication.factor",
+        doc: "replicas of __consumer_offsets partitions (capped at the registered brokers)",
+    },
+    BrokerKey {
+        name: "group.min.session.timeout.ms",
+        doc: "smallest session.timeout.ms a group member may ask for",
+    },
+    BrokerKey {
+        name: "group.max.session.timeout.ms",
+        doc: "largest session.timeout.ms a group member may ask for",
+    },
+    BrokerKey {
+        name: "group.initial.rebalance.delay.ms",
+        doc: "wait for more members before an empty group's first rebalance",
+    },
+    BrokerKey {
+        name: "group.max.size",
+        doc: "most members of one group",
+    },
+    BrokerKey {
+        name: "offsets.retention.minutes",
+        doc: "committed offsets of an empty group expire after this",
+    },
+    BrokerKey {
+        name: "offsets.retention.check.interval.ms",
+        doc: "how often expired offsets are looked for",
+    },
+    BrokerKey {
+        name: "offset.metadata.max.bytes",
+        doc: "largest metadata string of a committed offset",
     },
 ];
 
@@ -347,6 +390,32 @@ impl BrokerConfig {
             "socket.request.max.bytes" => {
                 self.socket_request_max_bytes = at_least(key, parse_num(key, value)?, 1)?
             }
+            "offsets.topic.num.partitions" => {
+                self.group.offsets_topic_partitions = at_least(key, parse_num(key, value)?, 1)?
+            }
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = at_least(key, parse_num(key, value)?, 1)?
+            }
+            "group.min.session.timeout.ms" => {
+                self.group.session_timeout_ms_min = at_least(key, parse_num(key, value)?, 1)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group.session_timeout_ms_max = at_least(key, parse_num(key, value)?, 1)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group.initial_rebalance_delay_ms = at_least(key, parse_num(key, value)?, 0)?
+            }
+            "group.max.size" => self.group.group_size_max = at_least(key, parse_num(key, value)?, 1)?,
+            "offsets.retention.minutes" => {
+                let minutes: u64 = at_least(key, parse_num(key, value)?, 1)?;
+                self.group.offsets_retention_ms = minutes.saturating_mul(60_000);
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.group.offsets_retention_check_interval_ms = at_least(key, parse_num(key, value)?, 1)?
+            }
+            "offset.metadata.max.bytes" => {
+                self.group.offset_metadata_bytes_max = at_least(key, parse_num(key, value)?, 0)?
+            }
             "controller.quorum.voters" => {
                 self.quorum_voters = parse_voters(value).map_err(|reason| ConfigError::InvalidValue {
                     key: key.to_string(),
@@ -355,6 +424,21 @@ impl BrokerConfig {
                 })?
             }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Checks what no single key can: keys that bound each other.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.group.session_timeout_ms_min > self.group.session_timeout_ms_max {
+            return Err(ConfigError::InvalidValue {
+                key: "group.min.session.timeout.ms".to_string(),
+                value: self.group.session_timeout_ms_min.to_string(),
+                reason: format!(
+                    "must not exceed group.max.session.timeout.ms ({})",
+                    self.group.session_timeout_ms_max
+                ),
+            });
         }
         Ok(())
     }
@@ -379,6 +463,17 @@ impl BrokerConfig {
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "log.cleanup.policy" => "delete".to_string(),
             "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
+            "offsets.topic.num.partitions" => self.group.offsets_topic_partitions.to_string(),
+            "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
+            "group.min.session.timeout.ms" => self.group.session_timeout_ms_min.to_string(),
+            "group.max.session.timeout.ms" => self.group.session_timeout_ms_max.to_string(),
+            "group.initial.rebalance.delay.ms" => self.group.initial_rebalance_delay_ms.to_string(),
+            "group.max.size" => self.group.group_size_max.to_string(),
+            "offsets.retention.minutes" => (self.group.offsets_retention_ms / 60_000).to_string(),
+            "offsets.retention.check.interval.ms" => {
+                self.group.offsets_retention_check_interval_ms.to_string()
+            }
+            "offset.metadata.max.bytes" => self.group.offset_metadata_bytes_max.to_string(),
             "controller.quorum.voters" => self
                 .quorum_voters
                 .iter()

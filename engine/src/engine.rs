@@ -109,6 +109,11 @@ pub(crate) enum ReadFor {
     },
     /// Committed metadata records for the image.
     Metadata,
+    /// A `__consumer_offsets` partition being loaded by the group coordinator.
+    GroupLoad {
+        partition: i32,
+        term: i32,
+    },
 }
 
 /// A Kafka request's read: which request, which slot of it.
@@ -168,11 +173,20 @@ pub struct Engine {
     pub(crate) outbox: BTreeMap<NodeId, Envelope>,
     pub(crate) next_heartbeat_ms: u64,
     pub(crate) next_raft_tick_ms: u64,
+    /// The group coordinator of the `__consumer_offsets` partitions this node leads.
+    pub(crate) groups: crate::group::GroupCoordinator,
+    pub(crate) group_glue: crate::kafka::groups::GroupGlue,
 }
 
 impl Engine {
     pub fn new(config: BrokerConfig) -> Engine {
-        let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
+        let mut group_config = config.group.clone();
+        // (The node refuses such a config; a hand-built one gets the larger bound.)
+        group_config.session_timeout_ms_max = group_config
+            .session_timeout_ms_max
+            .max(group_config.session_timeout_ms_min);
+        let groups = crate::group::GroupCoordinator::new(group_config, rng.gen::<u64>());
         let tail_cache_bytes = config.tail_cache_bytes;
         Engine {
             config,
@@ -206,6 +220,8 @@ impl Engine {
             outbox: BTreeMap::new(),
             next_heartbeat_ms: 0,
             next_raft_tick_ms: 0,
+            groups,
+            group_glue: Default::default(),
         }
     }
 
@@ -280,10 +296,14 @@ impl Engine {
     }
 
     fn update_timer(&mut self, out: &mut Vec<Output>) {
-        let next = match (self.kafka.next_deadline(), self.replica_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.kafka.next_deadline(),
+            self.replica_deadline(),
+            self.groups_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if next.is_some() && next != self.timer_at {
             out.push(Output::SetTimer {
                 at_mono_ms: next.unwrap_or(0),
@@ -642,6 +662,7 @@ impl Engine {
                 generation,
             } => self.replica_read_done(group, to, generation, outcome),
             ReadFor::Metadata => self.metadata_read_done(outcome),
+            ReadFor::GroupLoad { partition, term } => self.group_load_read_done(partition, term, outcome),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod cluster;
 pub mod config;
 mod engine;
+pub mod group;
 pub mod io;
 pub mod kafka;
 pub mod log;

@@ -433,6 +433,10 @@ fn shutdown_waits_for_durability() {
     assert!(h.take(1, seq, ApiKey::Produce, 9).is_some());
 }
 
+fn group(s: &'static str) -> GroupId {
+    GroupId(StrBytes::from_static_str(s))
+}
+
 /// Every advertised version of every API gets an answer (an encoding that fails for some
 /// version would close the connection instead).
 #[test]
@@ -545,6 +549,66 @@ fn every_advertised_version_is_answered() {
                     };
                     h.send(1, api, v, &req)
                 }
+                ApiKey::JoinGroup => {
+                    // A session timeout below the broker's minimum: answered at once.
+                    let req = JoinGroupRequest::default()
+                        .with_group_id(group("g"))
+                        .with_session_timeout_ms(1)
+                        .with_protocol_type(StrBytes::from_static_str("consumer"));
+                    h.send(1, api, v, &req)
+                }
+                ApiKey::SyncGroup => {
+                    h.send(1, api, v, &SyncGroupRequest::default().with_group_id(group("g")))
+                }
+                ApiKey::Heartbeat => {
+                    h.send(1, api, v, &HeartbeatRequest::default().with_group_id(group("g")))
+                }
+                ApiKey::LeaveGroup => {
+                    h.send(1, api, v, &LeaveGroupRequest::default().with_group_id(group("g")))
+                }
+                ApiKey::OffsetCommit => {
+                    use kafka_protocol::messages::offset_commit_request::{
+                        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+                    };
+                    let req = OffsetCommitRequest::default()
+                        .with_group_id(group("g"))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![OffsetCommitRequestTopic::default()
+                            .with_name(name("t"))
+                            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1)])]);
+                    h.send(1, api, v, &req)
+                }
+                ApiKey::OffsetFetch => {
+                    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+                    let req = if v >= 8 {
+                        OffsetFetchRequest::default()
+                            .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group("g"))])
+                    } else {
+                        OffsetFetchRequest::default().with_group_id(group("g"))
+                    };
+                    h.send(1, api, v, &req)
+                }
+                ApiKey::DescribeGroups => h.send(
+                    1,
+                    api,
+                    v,
+                    &DescribeGroupsRequest::default().with_groups(vec![group("g")]),
+                ),
+                ApiKey::ListGroups => h.send(1, api, v, &ListGroupsRequest::default()),
+                ApiKey::DeleteGroups => h.send(
+                    1,
+                    api,
+                    v,
+                    &DeleteGroupsRequest::default().with_groups_names(vec![group("g")]),
+                ),
+                ApiKey::OffsetDelete => h.send(
+                    1,
+                    api,
+                    v,
+                    &OffsetDeleteRequest::default().with_group_id(group("g")),
+                ),
                 other => panic!("no request built for {other:?}"),
             };
             h.settle();

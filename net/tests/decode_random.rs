@@ -52,6 +52,9 @@ fn huge_array_counts_are_refused() {
             continue; // no array to claim; its (ignored) body may hold anything
         }
         for version in min..=max {
+            if api == kafka_protocol::messages::ApiKey::ListGroups && version < 4 {
+                continue; // no array before the states filter (v4): trailing bytes are ignored
+            }
             for flexible in [false, true] {
                 let mut frame = header(api as i16, version, flexible);
                 frame.put_slice(&[0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]);

@@ -55,6 +55,12 @@ fn load_with(
             }
         }
     }
+    if let Some(path) = &args.config {
+        broker.check().map_err(|e| NodeError::Config {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
     if let Some(node_id) = args.node_id {
         broker
             .set("node.id", &node_id.to_string())

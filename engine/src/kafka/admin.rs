@@ -382,8 +382,18 @@ impl Engine {
             }
             return;
         }
-        let partitions = self.config.num_partitions;
-        let rf = i32::from(self.config.default_replication_factor);
+        let (partitions, rf, configs) = if name == super::groups::OFFSETS_TOPIC {
+            // Internal: its own partition count and replication factor (capped at the
+            // brokers there are, so that one node needs no configuration), compacted.
+            let brokers = i32::try_from(self.brokers().len()).unwrap_or(i32::MAX).max(1);
+            let partitions = i32::try_from(self.config.group.offsets_topic_partitions).unwrap_or(i32::MAX);
+            let rf = i32::from(self.config.offsets_topic_replication_factor).min(brokers);
+            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            (partitions, rf, configs)
+        } else {
+            let rf = i32::from(self.config.default_replication_factor);
+            (self.config.num_partitions, rf, BTreeMap::new())
+        };
         match self.placement(0, partitions, rf) {
             Ok(replicas) => {
                 tracing::info!(topic = name, partitions, rf, "auto-creating topic");
@@ -391,7 +401,7 @@ impl Engine {
                 self.propose(vec![MetaRecord::CreateTopic {
                     name: name.to_string(),
                     id,
-                    configs: BTreeMap::new(),
+                    configs,
                     replicas,
                 }]);
             }

@@ -13,6 +13,8 @@ pub struct Request {
     pub api: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
+    /// The header's client id ("" when null).
+    pub client_id: String,
     pub body: RequestKind,
 }
 
@@ -71,6 +73,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         api,
         version,
         correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         body,
     })
 }

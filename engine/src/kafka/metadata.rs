@@ -152,7 +152,7 @@ impl Engine {
 
     /// A partition's leader for clients: this node only while its replica leads; another
     /// broker as the image last published it, if that broker is registered.
-    fn partition_leader(
+    pub(crate) fn partition_leader(
         &self,
         topic: &str,
         partition: i32,
@@ -244,7 +244,7 @@ impl Engine {
             })
             .with_name(Some(TopicName(str_bytes(name))))
             .with_topic_id(to_uuid(t.id))
-            .with_is_internal(false)
+            .with_is_internal(name == super::groups::OFFSETS_TOPIC)
             .with_partitions(partitions)
             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
     }

@@ -12,6 +12,7 @@ pub mod control;
 mod coordinator;
 mod decode;
 mod fetch;
+pub(crate) mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -74,6 +75,16 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The version range we serve for `key`, if we serve it.
@@ -101,6 +112,8 @@ pub(crate) enum PendingBody {
     Fetch(fetch::PendingFetch),
     ListOffsets(list_offsets::PendingListOffsets),
     Admin(admin::PendingAdmin),
+    /// A group request; the group coordinator answers it.
+    Group,
 }
 
 /// The Kafka layer's state inside the engine.
@@ -242,6 +255,7 @@ impl Engine {
             api,
             version,
             correlation_id,
+            client_id,
             body,
         } = req;
         let ctx = Ctx {
@@ -283,10 +297,11 @@ impl Engine {
                 let body = self.handle_describe_configs(r);
                 self.respond(&ctx, body);
             }
-            _ => {
+            other => match crate::group::GroupRequest::from_kind(other) {
+                Ok(req) => self.handle_group_request(ctx, client_id, req),
                 // decode_request only lets through the APIs in SUPPORTED_APIS.
-                unreachable!("decode_request filters unsupported APIs")
-            }
+                Err(_) => unreachable!("decode_request filters unsupported APIs"),
+            },
         }
     }
 
@@ -363,17 +378,20 @@ impl Engine {
     pub(crate) fn kafka_log_advanced(&mut self, log: LogId) {
         self.produce_log_advanced(log);
         self.fetch_log_advanced(log);
+        self.groups_log_advanced(log);
     }
 
     /// Writes from `from` on failed on `log`.
     pub(crate) fn kafka_log_failed(&mut self, log: LogId, from: u64) {
         self.produce_log_failed(log, from, code::KAFKA_STORAGE_ERROR);
+        self.groups_log_lost(log, from, code::KAFKA_STORAGE_ERROR, false);
     }
 
     /// This node no longer leads `log`'s group: produces waiting on it will not be
     /// acknowledged here (the new leader may keep or drop their batches).
     pub(crate) fn kafka_leadership_lost(&mut self, log: LogId) {
         self.produce_log_failed(log, 0, code::NOT_LEADER_OR_FOLLOWER);
+        self.groups_log_lost(log, 0, code::NOT_LEADER_OR_FOLLOWER, true);
         // Parked fetches answer NOT_LEADER_OR_FOLLOWER now rather than a high watermark
         // this node no longer vouches for.
         self.fetch_log_advanced(log);
@@ -382,6 +400,7 @@ impl Engine {
     /// `log` was deleted.
     pub(crate) fn kafka_log_removed(&mut self, log: LogId) {
         self.produce_log_failed(log, 0, code::UNKNOWN_TOPIC_OR_PARTITION);
+        self.groups_log_lost(log, 0, code::NOT_LEADER_OR_FOLLOWER, true);
         self.fetch_log_advanced(log);
     }
 
@@ -409,10 +428,11 @@ impl Engine {
             self.kafka.deadlines.retain(|&(_, r)| r != id);
             match self.kafka.requests.get(&id).map(|p| &p.body) {
                 Some(PendingBody::Produce(_)) => self.produce_deadline(id),
+                Some(PendingBody::Group) | None => {}
                 Some(_) => self.fetch_deadline(id),
-                None => {}
             }
         }
+        self.groups_tick();
     }
 }
 

@@ -117,6 +117,12 @@ impl Engine {
         records: Option<bytes::Bytes>,
         acks_all: bool,
     ) -> Result<(LogId, u64, u64, i64, i64), (i16, Option<String>)> {
+        if topic == super::groups::OFFSETS_TOPIC {
+            return Err((
+                code::INVALID_TOPIC_EXCEPTION,
+                Some(format!("producing to the internal topic {topic} is not allowed")),
+            ));
+        }
         let Some(&log_id) = self.partitions.get(&(topic.to_string(), partition)) else {
             return Err((self.missing_partition_code(topic, partition), None));
         };

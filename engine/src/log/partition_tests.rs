@@ -384,7 +384,11 @@ fn a_sync_of_bytes_a_cut_removes_makes_nothing_durable() {
         r.pending
     );
     r.cut(2);
-    assert_eq!(r.follow(2, 2, 4), Ok((2, 5)), "the new leader's entries wait for the cut");
+    assert_eq!(
+        r.follow(2, 2, 4),
+        Ok((2, 5)),
+        "the new leader's entries wait for the cut"
+    );
     while !r.pending.is_empty() {
         r.step_one();
         if r.log.is_cutting() {
