@@ -434,11 +434,30 @@ impl Cx<'_> {
         let mut response = respond::commit_all(&req, code::NONE);
         let mut records = Vec::new();
         let mut offsets = Vec::new();
+        // The growth rule of `__consumer_offsets` until compaction exists: a member's
+        // commit that changes nothing (auto-commit of an idle consumer) is not written. Only
+        // when nothing of the partition is in flight (a write still to be acknowledged could
+        // change what is committed) and the group has members (an empty group's offsets
+        // expire from their commit time, which a skipped write would not move).
+        let may_skip = !g.members.is_empty() && !self.io.appends.values().any(|a| a.partition == g.partition);
         for (t, rt) in req.topics.iter().zip(response.topics.iter_mut()) {
             for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
                 let metadata = p.committed_metadata.as_deref().unwrap_or("");
                 if metadata.len() > self.cfg.offset_metadata_bytes_max {
                     rp.error_code = code::OFFSET_METADATA_TOO_LARGE;
+                    continue;
+                }
+                let unchanged = g
+                    .offsets
+                    .get(&(t.name.to_string(), p.partition_index))
+                    .is_some_and(|v| {
+                        v.offset == p.committed_offset
+                            && v.leader_epoch == p.committed_leader_epoch
+                            && v.metadata == metadata
+                            && v.expire_timestamp_ms.is_none()
+                            && expire_timestamp_ms.is_none()
+                    });
+                if may_skip && unchanged {
                     continue;
                 }
                 let value = OffsetCommitValue {

@@ -1352,3 +1352,31 @@ fn request_kinds_convert() {
     assert!(matches!(r, Ok(GroupRequest::Heartbeat(_))));
     assert!(GroupRequest::from_kind(RequestKind::ApiVersions(ApiVersionsRequest::default())).is_err());
 }
+
+#[test]
+fn a_members_commit_that_changes_nothing_is_not_written() {
+    let mut h = H::new();
+    let (generation, members) = h.stable_group("g", 1, &["t"]);
+    let m = members[0].clone();
+    let w = h.commit(8, "g", generation, &m, &[("t", 0, 5), ("t", 1, 7)]);
+    h.ack();
+    assert_eq!(h.commit_errors(w), vec![code::NONE, code::NONE]);
+    let written = h.log.values().map(Vec::len).sum::<usize>();
+    // The same offsets again (an idle auto-committing consumer): answered, nothing written.
+    let w = h.commit(8, "g", generation, &m, &[("t", 0, 5), ("t", 1, 7)]);
+    assert!(h.pending.is_empty(), "{:?}", h.pending);
+    assert_eq!(h.commit_errors(w), vec![code::NONE, code::NONE]);
+    // One partition moved: only it is written.
+    let w = h.commit(8, "g", generation, &m, &[("t", 0, 5), ("t", 1, 9)]);
+    assert_eq!(h.pending.len(), 1);
+    assert_eq!(h.pending[0].2.len(), 1, "only the partition that moved");
+    // While that write is in flight, committing the old value again must be written (it
+    // is not what will be committed once the write in flight lands).
+    let w2 = h.commit(8, "g", generation, &m, &[("t", 1, 7)]);
+    assert_eq!(h.pending.len(), 2);
+    h.ack();
+    assert_eq!(h.commit_errors(w), vec![code::NONE, code::NONE]);
+    assert_eq!(h.commit_errors(w2), vec![code::NONE]);
+    assert_eq!(h.fetch("g", &[("t", 0), ("t", 1)]), vec![5, 7]);
+    assert_eq!(h.log.values().map(Vec::len).sum::<usize>(), written + 2);
+}
