@@ -31,7 +31,10 @@
 //! - a failed append maps as Kafka 4 maps it (too large → UNKNOWN_SERVER_ERROR; Kafka 3.x
 //!   answered OffsetCommit with INVALID_COMMIT_OFFSET_SIZE);
 //! - [`GroupCoordinator::load`] skips records it cannot decode and counts them (Kafka fails
-//!   the load), and skips groups that hash to another partition.
+//!   the load), and skips groups that hash to another partition;
+//! - until compaction exists, a member's commit that changes nothing (same offset, epoch and
+//!   metadata; nothing of the partition in flight) is acknowledged without a write, so
+//!   `__consumer_offsets` grows with consumption progress and rebalances, not with time.
 
 mod admin;
 mod classic;
