@@ -50,6 +50,8 @@ struct Load {
     next: u64,
     records: Vec<OffsetsRecord>,
     reading: bool,
+    /// The no-op is committed and the replay under way.
+    started: bool,
 }
 
 impl Engine {
@@ -167,19 +169,27 @@ impl Engine {
             return;
         };
         let Some(log) = self.logs.get(&log_id) else { return };
-        let serving =
-            log.is_leader && log.serving_from != u64::MAX && log.high_watermark() >= log.serving_from;
-        if !serving {
+        if !log.is_leader || log.serving_from == u64::MAX {
             return;
         }
+        // From the election on, the group's requests answer COORDINATOR_LOAD_IN_PROGRESS
+        // (FindCoordinator names this node as soon as it leads); the replay starts once
+        // the no-op is committed, so it reads only committed records.
+        let committed = log.high_watermark() >= log.serving_from;
         let term = log.leader_epoch;
-        if self.groups.is_active(partition)
-            || self
-                .group_glue
-                .loads
-                .get(&partition)
-                .is_some_and(|l| l.term == term)
+        if let Some(load) = self
+            .group_glue
+            .loads
+            .get_mut(&partition)
+            .filter(|l| l.term == term)
         {
+            if committed && !load.started {
+                load.started = true;
+                self.group_load_step(partition);
+            }
+            return;
+        }
+        if self.groups.is_active(partition) {
             return;
         }
         // The topic's partition count decides where groups live, whatever the config
@@ -207,6 +217,7 @@ impl Engine {
                 next: log.log_start_offset,
                 records: Vec::new(),
                 reading: false,
+                started: committed,
             },
         );
         self.group_load_step(partition);
@@ -217,7 +228,7 @@ impl Engine {
         let Some(load) = self.group_glue.loads.get_mut(&partition) else {
             return;
         };
-        if load.reading {
+        if load.reading || !load.started {
             return;
         }
         if load.next >= load.limit {
@@ -344,7 +355,7 @@ impl Engine {
             .group_glue
             .loads
             .iter()
-            .filter(|(_, l)| !l.reading)
+            .filter(|(_, l)| l.started && !l.reading)
             .map(|(p, _)| *p)
             .collect();
         for p in stalled {
@@ -355,7 +366,7 @@ impl Engine {
 
     /// When the group layer next needs a tick.
     pub(crate) fn groups_deadline(&self) -> Option<u64> {
-        let stalled = self.group_glue.loads.values().any(|l| !l.reading);
+        let stalled = self.group_glue.loads.values().any(|l| l.started && !l.reading);
         let retry = stalled.then(|| self.now.mono_ms + 100);
         match (self.groups.next_deadline(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -493,6 +493,8 @@ impl Engine {
                     r.raft.on_log_changed(now, log, more);
                 }
                 self.note_leading(group, term);
+                // A `__consumer_offsets` leader: its groups answer LOAD_IN_PROGRESS from now.
+                self.groups_log_advanced(log_id);
             }
             RaftAction::RoleChanged { role, term, leader } => {
                 let Some(log) = self.logs.get_mut(&log_id) else {

@@ -152,9 +152,11 @@ class _SerialLock:
 @pytest.fixture
 def gregor_cluster(tmp_path, request):
     """A started 3-node cluster; every node is killed at teardown (logs kept in tmp_path,
-    their tails printed when the test failed)."""
+    their tails printed when the test failed). Broker keys for every node come from
+    indirect parametrization: `@pytest.mark.parametrize("gregor_cluster", [{key: value}],
+    indirect=True)`."""
     lock = _SerialLock()
-    cluster = Cluster(tmp_path, 3)
+    cluster = Cluster(tmp_path, 3, config=getattr(request, "param", None))
     try:
         cluster.start()
         yield cluster
