@@ -130,6 +130,10 @@ pub enum Role {
     Admin,
     Producer,
     Consumer,
+    /// The data path of a group member ([`crate::group_client`]): fetches only the
+    /// partitions its group assigned it ([`Client::assign`]), in order from the position the
+    /// member set (its committed offset), and never seeks.
+    GroupConsumer,
     FinalReader,
 }
 
@@ -249,6 +253,8 @@ pub struct Client {
     pub done: bool,
     /// The last error this client saw, and how many times in a row (for liveness reports).
     pub last_error: Option<(String, u32)>,
+    /// Group consumer: the partitions it may fetch (`None`: none, it waits).
+    assignment: Option<BTreeSet<i32>>,
 }
 
 impl Client {
@@ -274,7 +280,51 @@ impl Client {
             targets: vec![None; n],
             done: false,
             last_error: None,
+            assignment: None,
         }
+    }
+
+    /// Group consumer: fetch these partitions from now on (`None` or empty: stop), and wake
+    /// up to do so.
+    pub fn assign(&mut self, ctx: &mut Ctx, partitions: Option<BTreeSet<i32>>) {
+        self.assignment = partitions.filter(|a| !a.is_empty());
+        if self.assignment.is_some() {
+            self.wake_in(ctx, 0);
+        }
+    }
+
+    /// The next offset this client would fetch on `partition`.
+    pub fn position(&self, partition: i32) -> i64 {
+        self.positions.get(partition as usize).copied().unwrap_or(0)
+    }
+
+    /// Group consumer: fetch `partition` from `offset` on (its committed offset).
+    pub fn seek(&mut self, partition: i32, offset: i64) {
+        if let Some(p) = self.positions.get_mut(partition as usize) {
+            *p = offset.max(0);
+        }
+    }
+
+    /// The process is gone (a crashed group member): every connection closes and what was in
+    /// flight has an unknown outcome.
+    pub fn close_all(&mut self, ctx: &mut Ctx, reason: &str) {
+        let nodes: Vec<usize> = self.conns.keys().copied().collect();
+        for node in nodes {
+            if let Some(conn) = self.conns.get(&node) {
+                ctx.transport.close(conn.id);
+            }
+            self.fail_in_flight(ctx, node, reason);
+            self.conns.remove(&node);
+            self.forget_node(node);
+        }
+        self.assignment = None;
+    }
+
+    /// Whether this client may work on `partition` (a group consumer: only if assigned).
+    fn may_use(&self, partition: usize) -> bool {
+        self.assignment
+            .as_ref()
+            .is_none_or(|a| a.contains(&(partition as i32)))
     }
 
     /// Requests in flight on all connections.
@@ -324,9 +374,9 @@ impl Client {
         match self.role {
             Role::Admin => self.create_topic(ctx),
             Role::Producer if ctx.shared.topic_ready => self.produce(ctx),
-            Role::Consumer if ctx.shared.topic_ready => self.consume(ctx),
+            Role::Consumer | Role::GroupConsumer if ctx.shared.topic_ready => self.consume(ctx),
             Role::FinalReader => self.final_read_step(ctx),
-            Role::Producer | Role::Consumer => self.backoff(ctx),
+            Role::Producer | Role::Consumer | Role::GroupConsumer => self.backoff(ctx),
         }
     }
 
@@ -369,10 +419,14 @@ impl Client {
                 return;
             }
             Role::Admin => self.route.controller.map(|c| vec![c]),
-            Role::Producer | Role::Consumer if !ctx.shared.topic_ready => return self.backoff(ctx),
-            Role::Producer | Role::Consumer => {
-                let known: Vec<usize> = self.route.leaders.iter().flatten().copied().collect();
-                let some_unknown = known.len() < self.route.leaders.len();
+            Role::Producer | Role::Consumer | Role::GroupConsumer if !ctx.shared.topic_ready => {
+                return self.backoff(ctx)
+            }
+            Role::Producer | Role::Consumer | Role::GroupConsumer => {
+                let usable = (0..self.route.leaders.len()).filter(|&p| self.may_use(p));
+                let leaders: Vec<Option<usize>> = usable.map(|p| self.route.leaders[p]).collect();
+                let known: Vec<usize> = leaders.iter().flatten().copied().collect();
+                let some_unknown = known.len() < leaders.len();
                 let refresh = some_unknown && ctx.now_ms >= self.route.metadata_due_ms;
                 (!known.is_empty() && !refresh).then_some(known)
             }
@@ -399,7 +453,7 @@ impl Client {
         match self.role {
             Role::Admin => self.create_topic(ctx),
             Role::Producer => self.produce(ctx),
-            Role::Consumer => self.consume(ctx),
+            Role::Consumer | Role::GroupConsumer => self.consume(ctx),
             Role::FinalReader => self.final_read_step(ctx),
         }
     }
@@ -476,6 +530,7 @@ impl Client {
         match self.role {
             Role::Admin => phase <= Phase::Final,
             Role::Producer | Role::Consumer => phase == Phase::Safety,
+            Role::GroupConsumer => phase == Phase::Safety && self.assignment.is_some(),
             Role::FinalReader => phase == Phase::Final,
         }
     }
@@ -793,10 +848,15 @@ impl Client {
     /// A partition for the next operation: any (one node), or one whose leader is known (a
     /// cluster; the caller made sure there is one).
     fn pick_partition(&mut self, ctx: &Ctx) -> i32 {
+        if let Some(a) = self.assignment.as_ref().filter(|_| !ctx.shared.cluster()) {
+            let mine: Vec<i32> = a.iter().copied().collect();
+            return mine[self.rng.gen_range(0..mine.len())];
+        }
         if !ctx.shared.cluster() {
             return self.rng.gen_range(0..ctx.opts.partitions);
         }
         let known: Vec<i32> = (0..ctx.opts.partitions)
+            .filter(|&p| self.may_use(p as usize))
             .filter(|&p| self.route.leaders.get(p as usize).is_some_and(|l| l.is_some()))
             .collect();
         match known.len() {
@@ -857,7 +917,7 @@ impl Client {
             self.done = true;
             return;
         };
-        if self.rng.gen_bool(0.25) {
+        if self.role != Role::GroupConsumer && self.rng.gen_bool(0.25) {
             // Seek anywhere up to the high watermark, often into the middle of a segment.
             self.positions[p] = self.rng.gen_range(0..=self.known_hw[p].max(0));
         }

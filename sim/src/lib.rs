@@ -4,13 +4,16 @@
 //!
 //! Modules: [`swarm`] (what each seed chooses), [`runner`] (the event loop and the
 //! nemesis), [`disk`], [`clock`], [`net`] (the peer network and its nemesis), [`client`] +
-//! [`wire`] (simulated Kafka clients), [`history`], [`check`] (end-of-run checker),
+//! [`wire`] (simulated Kafka clients), [`group_client`] + [`group_check`] (group consumers
+//! and the group invariants), [`history`], [`check`] (end-of-run checker),
 //! [`invariants`] (per-step Raft invariants), [`trace`] (the determinism hash).
 
 pub mod check;
 pub mod client;
 pub mod clock;
 pub mod disk;
+pub mod group_check;
+pub mod group_client;
 pub mod history;
 pub mod invariants;
 pub mod net;

@@ -38,6 +38,9 @@ struct Cli {
     /// Turn every fault off.
     #[arg(long)]
     no_faults: bool,
+    /// Run group consumers in every seed (by default about a third of the seeds draw them).
+    #[arg(long)]
+    groups: bool,
     /// Write the history of each run as JSON lines to DIR/seed-S.jsonl.
     #[arg(long, value_name = "DIR")]
     history_dir: Option<std::path::PathBuf>,
@@ -135,6 +138,7 @@ fn settings_of(cli: &Cli) -> RunSettings {
         planted: cli.planted.clone(),
         no_faults: cli.no_faults,
         verbose: cli.verbose,
+        groups: cli.groups,
     }
 }
 

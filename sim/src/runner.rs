@@ -21,6 +21,8 @@ use crate::check::{check_history, CheckParams, Violation};
 use crate::client::{Client, Ctx, Phase, Role, Shared, Transport};
 use crate::clock::{SimClock, WallClock};
 use crate::disk::{CrashModel, Disk, IoQueue, OpFaults};
+use crate::group_check::GroupCheckParams;
+use crate::group_client::{is_group_process, GroupSim};
 use crate::history::{History, ProcessId};
 use crate::invariants::Invariants;
 use crate::swarm::{exp_gap_ms, rng_for, Planted, RunSettings, SwarmOptions};
@@ -47,6 +49,8 @@ const DEFAULT_CRASH_MODEL: CrashModel = CrashModel {
 };
 /// The topic every client uses.
 pub const TOPIC: &str = "sim";
+/// `offsets.topic.num.partitions` when a seed runs group consumers.
+pub const GROUP_OFFSETS_PARTITIONS: u32 = 3;
 
 /// The outcome of one seed.
 #[derive(Clone, Debug)]
@@ -64,6 +68,9 @@ pub struct RunResult {
     pub history: History,
     /// Cluster runs: the peer network's counters and the statuses the invariants read.
     pub cluster_summary: Option<String>,
+    /// Runs with group consumers: what they did (SyncGroup answers, commits, reads, when the
+    /// group was stable after the heal).
+    pub group_summary: Option<serde_json::Value>,
 }
 
 impl RunResult {
@@ -109,6 +116,9 @@ impl RunResult {
         });
         if self.settings.nodes != 1 {
             line["nodes"] = json!(self.settings.nodes);
+        }
+        if let Some(g) = &self.group_summary {
+            line["group"] = g.clone();
         }
         line.to_string()
     }
@@ -965,6 +975,8 @@ pub struct Sim {
     client_violations: Vec<Violation>,
     settings: RunSettings,
     safety_end_ms: u64,
+    /// Group consumers, if the seed runs them.
+    groups: Option<GroupSim>,
 }
 
 fn planted_bugs(planted: &[Planted]) -> PlantedBugs {
@@ -1014,6 +1026,18 @@ impl Sim {
                 .collect();
             config.default_replication_factor = replication_factor;
         }
+        if let Some(g) = &opts.groups {
+            config.group.offsets_topic_partitions = GROUP_OFFSETS_PARTITIONS;
+            config.group.initial_rebalance_delay_ms = g.initial_rebalance_delay_ms;
+            config.group.session_timeout_ms_min = 100;
+            // Clock jumps of a day must not expire committed offsets (invariant 2 does not
+            // model retention).
+            config.group.offsets_retention_ms = u64::MAX / 4;
+        }
+        let groups = opts
+            .groups
+            .as_ref()
+            .map(|g| GroupSim::new(seed, g, opts.partitions));
         let world = World::new(opts.clone(), config, settings.verbose);
         let partitions = opts.partitions;
         let roles = std::iter::once(Role::Admin)
@@ -1047,6 +1071,7 @@ impl Sim {
             client_violations: Vec::new(),
             settings: settings.clone(),
             safety_end_ms: opts.safety_ms,
+            groups,
         }
     }
 
@@ -1092,6 +1117,30 @@ impl Sim {
         w.schedule(self.safety_end_ms, Event::SafetyEnd);
         w.schedule(self.safety_end_ms + LIVENESS_MS, Event::FinalDeadline);
         w.schedule_cluster_start();
+        self.with_group(|g, ctx| g.start(ctx));
+    }
+
+    /// Runs `f` on the group part of the run, if there is one.
+    fn with_group(&mut self, f: impl FnOnce(&mut GroupSim, &mut Ctx)) {
+        let Sim {
+            world,
+            history,
+            shared,
+            client_violations,
+            groups,
+            ..
+        } = self;
+        let Some(g) = groups.as_mut() else { return };
+        let opts = world.opts.clone();
+        let mut ctx = Ctx {
+            now_ms: world.clock.now_ms(),
+            history,
+            violations: client_violations,
+            shared,
+            opts: &opts,
+            transport: world,
+        };
+        f(g, &mut ctx);
     }
 
     fn with_client(&mut self, id: ProcessId, f: impl FnOnce(&mut Client, &mut Ctx)) {
@@ -1123,15 +1172,26 @@ impl Sim {
 
     fn dispatch(&mut self, ev: Event) {
         match ev {
-            Event::ToClient { conn, seq, frame } => {
-                if let Some(client) = self.client_of(conn) {
-                    self.with_client(client, |c, ctx| c.on_response(ctx, conn, seq, frame));
+            Event::ToClient { conn, seq, frame } => match self.client_of(conn) {
+                Some(id) if is_group_process(id) => {
+                    self.with_group(|g, ctx| g.on_response(ctx, id, conn, seq, frame));
                 }
+                Some(client) => self.with_client(client, |c, ctx| c.on_response(ctx, conn, seq, frame)),
+                None => {}
+            },
+            Event::ConnLost { client, conn, reason } if is_group_process(client) => {
+                self.with_group(|g, ctx| g.on_conn_lost(ctx, client, conn, reason));
             }
             Event::ConnLost { client, conn, reason } => {
                 self.with_client(client, |c, ctx| c.on_conn_lost(ctx, conn, reason));
             }
+            Event::ClientWake { client } if is_group_process(client) => {
+                self.with_group(|g, ctx| g.on_wake(ctx, client));
+            }
             Event::ClientWake { client } => self.with_client(client, |c, ctx| c.on_wake(ctx)),
+            Event::ClientTimeout { client, conn, seq } if is_group_process(client) => {
+                self.with_group(|g, ctx| g.on_timeout(ctx, client, conn, seq));
+            }
             Event::ClientTimeout { client, conn, seq } => {
                 self.with_client(client, |c, ctx| c.on_timeout(ctx, conn, seq));
             }
@@ -1154,6 +1214,7 @@ impl Sim {
         }
         self.shared.phase = Phase::Drain;
         self.world.heal();
+        self.with_group(|g, ctx| g.heal(ctx));
         if self.world.opts.final_crash {
             let n = pick_node(self.world.nodes.len(), &mut self.world.rng_crash);
             if self.world.nodes[n].state != NodeState::Down {
@@ -1179,8 +1240,12 @@ impl Sim {
                     .map(|(e, n)| format!("{:?} {}: {e} (x{n})", c.role, c.id))
             })
             .collect();
+        let group = self
+            .groups
+            .as_ref()
+            .map_or(String::new(), |g| format!(", group members [{}]", g.describe()));
         format!(
-            "phase {:?}, topic ready {}, nodes {:?}, busy clients {}, last errors {:?}{}",
+            "phase {:?}, topic ready {}, nodes {:?}, busy clients {}, last errors {:?}{group}{}",
             self.shared.phase,
             self.shared.topic_ready,
             states,
@@ -1211,7 +1276,9 @@ impl Sim {
                     self.world.schedule(now, Event::ClientWake { client: id });
                 }
             }
-            Phase::Final if self.shared.final_done => self.shared.phase = Phase::Done,
+            Phase::Final if self.shared.final_done && self.groups.as_ref().is_none_or(|g| g.done()) => {
+                self.shared.phase = Phase::Done
+            }
             _ => {}
         }
     }
@@ -1236,6 +1303,13 @@ impl Sim {
                 break;
             }
             self.dispatch(ev);
+            if self
+                .groups
+                .as_ref()
+                .is_some_and(|g| g.observing(self.shared.phase))
+            {
+                self.with_group(|g, ctx| g.observe(ctx));
+            }
             if self.shared.phase == Phase::Safety
                 && self
                     .settings
@@ -1254,7 +1328,11 @@ impl Sim {
 
     fn finish(mut self) -> RunResult {
         let end_ms = self.world.now();
-        self.history.nemesis = std::mem::take(&mut self.world.nemesis);
+        // Group members note their churn in the history; the world's faults join them.
+        let mut nemesis = std::mem::take(&mut self.world.nemesis);
+        nemesis.append(&mut self.history.nemesis);
+        nemesis.sort_by_key(|(t, _)| *t);
+        self.history.nemesis = nemesis;
         let params = CheckParams {
             partitions: self.world.opts.partitions,
             acks1_durable: self.world.nodes.len() == 1,
@@ -1268,6 +1346,13 @@ impl Sim {
         violations.append(&mut self.client_violations);
         if self.shared.final_done {
             violations.extend(check_history(&self.history, &params));
+        }
+        if let Some(g) = &self.groups {
+            violations.extend(g.check(&GroupCheckParams {
+                partitions: params.partitions,
+                cluster: self.world.nodes.len() > 1,
+                end_ms,
+            }));
         }
         let acked = self
             .history
@@ -1289,6 +1374,7 @@ impl Sim {
             sim_ms: end_ms,
             history: self.history,
             cluster_summary: self.world.cluster_summary(),
+            group_summary: self.groups.as_ref().map(|g| g.summary()),
         }
     }
 }
@@ -1326,6 +1412,7 @@ impl RunResult {
             sim_ms: 0,
             history: History::default(),
             cluster_summary: None,
+            group_summary: None,
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct RunSettings {
     pub no_faults: bool,
     /// Print every engine step and fault to stderr (does not change the run).
     pub verbose: bool,
+    /// Run group consumers whatever the seed draws (with the options it draws).
+    pub groups: bool,
 }
 
 impl Default for RunSettings {
@@ -90,6 +92,7 @@ impl Default for RunSettings {
             planted: Vec::new(),
             no_faults: false,
             verbose: false,
+            groups: false,
         }
     }
 }
@@ -112,6 +115,9 @@ impl RunSettings {
         }
         if self.no_faults {
             f.push_str(" --no-faults");
+        }
+        if self.groups {
+            f.push_str(" --groups");
         }
         f
     }
@@ -157,6 +163,50 @@ pub struct SlowIoFault {
 pub struct PauseFault {
     pub interval_ms_mean: u64,
     pub duration_ms_max: u64,
+}
+
+/// Group consumers ([`crate::group_client`]): how many, their timeouts and how often they
+/// churn (leave, crash, pause past the session timeout).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupOptions {
+    pub members: usize,
+    /// `session.timeout.ms`; members heartbeat every third of it.
+    pub session_timeout_ms: u64,
+    /// `max.poll.interval.ms`: how long a rebalance waits for members to rejoin.
+    pub rebalance_timeout_ms: u64,
+    /// Broker `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: u64,
+    /// A member commits its positions after a uniform gap up to this.
+    pub commit_interval_ms_max: u64,
+    /// Mean gap between a member's leaves, crashes and pauses (fault phase); `None`: none.
+    pub churn_interval_ms_mean: Option<u64>,
+    /// Cluster: the isolate-leader nemesis aims at the group coordinator's
+    /// `__consumer_offsets` partition leader instead of the topic's partition 0 leader.
+    pub target_coordinator: bool,
+}
+
+/// Share of seeds that run group consumers.
+const GROUPS_P: f64 = 0.25;
+
+fn choose_groups(seed: u64, settings: &RunSettings) -> Option<GroupOptions> {
+    let mut r = rng_for(seed, "swarm/groups");
+    let on = r.gen_bool(GROUPS_P);
+    let g = GroupOptions {
+        members: r.gen_range(1..=3),
+        session_timeout_ms: [600u64, 1_000, 3_000][r.gen_range(0..3)],
+        rebalance_timeout_ms: [1_000u64, 3_000][r.gen_range(0..2)],
+        initial_rebalance_delay_ms: [0u64, 50, 300][r.gen_range(0..3)],
+        commit_interval_ms_max: [100u64, 300, 1_000][r.gen_range(0..3)],
+        churn_interval_ms_mean: r
+            .gen_bool(0.7)
+            .then(|| [1_000u64, 2_000, 4_000][r.gen_range(0..3)]),
+        target_coordinator: r.gen_bool(0.5),
+    };
+    let churn = g.churn_interval_ms_mean.filter(|_| !settings.no_faults);
+    (on || settings.groups).then_some(GroupOptions {
+        churn_interval_ms_mean: churn,
+        ..g
+    })
 }
 
 /// What a seed chooses for a cluster (more than one node).
@@ -218,6 +268,8 @@ pub struct SwarmOptions {
     pub faults: Faults,
     /// `None` on a single node.
     pub cluster: Option<ClusterOptions>,
+    /// `None`: no group consumers.
+    pub groups: Option<GroupOptions>,
 }
 
 impl SwarmOptions {
@@ -275,6 +327,7 @@ impl SwarmOptions {
             final_crash: final_crash && !settings.no_faults,
             faults,
             cluster,
+            groups: choose_groups(seed, settings),
         }
     }
 
@@ -410,6 +463,20 @@ impl fmt::Display for SwarmOptions {
                     p.interval_ms_mean, p.duration_ms_max
                 )),
                 c.corrupt_nodes
+            )?;
+        }
+        if let Some(g) = &self.groups {
+            write!(
+                f,
+                " groups: members={} session_ms={} rebalance_ms={} initial_delay_ms={} commit_ms<={} churn={} target_coordinator={}",
+                g.members,
+                g.session_timeout_ms,
+                g.rebalance_timeout_ms,
+                g.initial_rebalance_delay_ms,
+                g.commit_interval_ms_max,
+                g.churn_interval_ms_mean
+                    .map_or("none".to_string(), |m| format!("every~{m}ms")),
+                g.target_coordinator
             )?;
         }
         Ok(())

@@ -12,14 +12,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use gregor_engine::group::partition_for;
 use gregor_engine::raft::Role;
 use gregor_engine::replica::{Envelope, GroupId, ReplicaStatus};
 use gregor_engine::{Input, Output};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{node_id, Event, NodeState, World, TOPIC};
+use super::{node_id, Event, NodeState, World, GROUP_OFFSETS_PARTITIONS, TOPIC};
 use crate::disk::Disk;
+use crate::group_client::{GROUP_ID, OFFSETS_TOPIC};
 use crate::invariants::Broken;
 use crate::net::{DropCause, NetNemesis, SendFate, SimNet};
 use crate::swarm::{exp_gap_ms, rng_for, ClusterOptions, PauseFault};
@@ -251,14 +253,21 @@ impl World {
         }
     }
 
-    /// The broker leading the topic's partition 0, else the metadata leader (the target of
+    /// The broker leading the topic's partition 0 (or, if the seed says so, the group
+    /// coordinator's `__consumer_offsets` partition), else the metadata leader (the target of
     /// `isolate-leader`).
     fn leader_hint(&self) -> Option<i32> {
+        let target = match &self.opts.groups {
+            Some(g) if g.target_coordinator => {
+                (OFFSETS_TOPIC, partition_for(GROUP_ID, GROUP_OFFSETS_PARTITIONS))
+            }
+            _ => (TOPIC, 0),
+        };
         let mut metadata_leader = None;
         for (n, node) in self.nodes.iter().enumerate() {
             let Some(engine) = &node.engine else { continue };
             for s in engine.replica_status().iter().filter(|s| s.role == Role::Leader) {
-                if s.topic == TOPIC && s.partition == 0 {
+                if s.topic == target.0 && s.partition == target.1 {
                     return Some(node_id(n));
                 }
                 if s.group == GroupId::METADATA {
