@@ -45,13 +45,30 @@ pub(crate) struct Controller {
 /// Records in flight, indexed both ways: by record (a proposal is looked up once per
 /// record proposed, and a start-up proposes thousands of leader publications at once) and
 /// by the last offset of their batch (to forget what the image has applied).
+///
+/// Proposals belong to the metadata term they were appended in. In another term they are
+/// forgotten: the log that held them may have been rewound (a failed write) or cut by
+/// another leader, and a proposal believed in flight that no longer is would never be
+/// made again (seed 16231 of the three-node simulator: a ClusterId lost to a full disk
+/// left the cluster without an id for good). Re-proposing one that did survive only
+/// appends a record the image ignores.
 #[derive(Debug, Default)]
 pub(crate) struct Proposals {
+    term: i32,
     by_record: BTreeMap<MetaRecord, u64>,
     by_last: BTreeMap<u64, Vec<MetaRecord>>,
 }
 
 impl Proposals {
+    /// Forgets every proposal made in another term than `term`.
+    pub fn keep_term(&mut self, term: i32) {
+        if term != self.term {
+            self.term = term;
+            self.by_record.clear();
+            self.by_last.clear();
+        }
+    }
+
     /// The last offset of the batch `r` was appended in, if it is in flight.
     pub fn last_of(&self, r: &MetaRecord) -> Option<u64> {
         self.by_record.get(r).copied()
@@ -114,6 +131,8 @@ impl Engine {
         if !self.is_controller() {
             return None;
         }
+        let term = self.metadata_term();
+        self.controller.proposed.keep_term(term);
         let mut until = self.image.applied_end;
         let mut fresh = Vec::new();
         for r in records {
@@ -161,6 +180,8 @@ impl Engine {
     /// proposals, bootstrap an empty image, answer the admin requests that can be answered.
     pub(crate) fn controller_progress(&mut self) {
         let applied = self.image.applied_end;
+        let term = self.metadata_term();
+        self.controller.proposed.keep_term(term);
         self.controller.proposed.forget_below(applied);
         if self.is_controller() {
             let mut boot = Vec::new();
