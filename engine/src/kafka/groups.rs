@@ -21,9 +21,16 @@ use std::collections::BTreeMap;
 use super::{code, Ctx, PendingBody};
 use crate::batch::{self, BatchView, RecordSpec};
 use crate::engine::{Engine, ReadFor};
-use crate::group::{AppendId, Effect, GroupRequest, OffsetsRecord, RequestCtx};
+use crate::group::{AppendId, Effect, GroupRequest, OffsetsRecord, RequestCtx, Waiter};
 use crate::log::partition::LogId;
 use crate::log::read::{ReadGoal, ReadJob, ReadOutcome};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
 /// Kafka's internal topic of group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -37,6 +44,9 @@ pub(crate) struct GroupGlue {
     appends: BTreeMap<(LogId, u64), (i32, AppendId)>,
     /// Partitions being replayed.
     loads: BTreeMap<i32, Load>,
+    /// OffsetCommits that named partitions the cluster does not have: those partitions,
+    /// answered UNKNOWN_TOPIC_OR_PARTITION beside the coordinator's answer.
+    unknown_commits: BTreeMap<Waiter, Vec<(StrBytes, i32)>>,
 }
 
 #[derive(Debug)]
@@ -56,9 +66,23 @@ struct Load {
 
 impl Engine {
     /// A group request: parked, and answered when the coordinator says.
-    pub(crate) fn handle_group_request(&mut self, ctx: Ctx, client_id: String, req: GroupRequest) {
+    pub(crate) fn handle_group_request(&mut self, ctx: Ctx, client_id: String, mut req: GroupRequest) {
         let version = ctx.version;
         let waiter = self.park(ctx, PendingBody::Group);
+        if matches!(req, GroupRequest::ListGroups(_)) && self.offsets_elections_open() {
+            // Some of this node's groups may be about to load here: a partial list would
+            // look complete.
+            let r = ListGroupsResponse::default()
+                .with_error_code(crate::group::code::COORDINATOR_LOAD_IN_PROGRESS);
+            self.finish(waiter, Some(ResponseKind::ListGroups(r)));
+            return;
+        }
+        if let GroupRequest::OffsetCommit(r) = &mut req {
+            let unknown = self.take_unknown_partitions(r);
+            if !unknown.is_empty() {
+                self.group_glue.unknown_commits.insert(waiter, unknown);
+            }
+        }
         let rctx = RequestCtx {
             waiter,
             version,
@@ -79,7 +103,14 @@ impl Engine {
             }
             for effect in effects {
                 match effect {
-                    Effect::Respond { waiter, response } => self.finish(waiter, Some(response)),
+                    Effect::Respond { waiter, mut response } => {
+                        if let Some(unknown) = self.group_glue.unknown_commits.remove(&waiter) {
+                            if let ResponseKind::OffsetCommit(r) = &mut response {
+                                add_unknown_partitions(r, unknown);
+                            }
+                        }
+                        self.finish(waiter, Some(response))
+                    }
                     Effect::Append {
                         partition,
                         id,
@@ -88,6 +119,42 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Removes from `req` the partitions the cluster does not have (Kafka answers them
+    /// UNKNOWN_TOPIC_OR_PARTITION and commits the others) and returns them.
+    fn take_unknown_partitions(&self, req: &mut OffsetCommitRequest) -> Vec<(StrBytes, i32)> {
+        let mut unknown = Vec::new();
+        for t in &mut req.topics {
+            let count = self
+                .image
+                .topics
+                .get(t.name.as_str())
+                .map_or(0, |info| info.partitions.len());
+            t.partitions.retain(|p| {
+                let known = usize::try_from(p.partition_index).is_ok_and(|i| i < count);
+                if !known {
+                    unknown.push((t.name.0.clone(), p.partition_index));
+                }
+                known
+            });
+        }
+        req.topics.retain(|t| !t.partitions.is_empty());
+        unknown
+    }
+
+    /// A `__consumer_offsets` replica here knows no leader for its current term yet (a
+    /// start, a failover): which groups this node coordinates is still open.
+    fn offsets_elections_open(&self) -> bool {
+        let Some(t) = self.image.topics.get(OFFSETS_TOPIC) else {
+            return false;
+        };
+        (0..t.partitions.len()).any(|p| {
+            let Some(log) = i32::try_from(p).ok().and_then(|p| self.offsets_log(p)) else {
+                return false;
+            };
+            self.replica_of(log).is_some_and(|r| r.raft.leader().is_none())
+        })
     }
 
     fn offsets_log(&self, partition: i32) -> Option<LogId> {
@@ -404,6 +471,23 @@ impl Engine {
         match self.image.brokers.get(&leader) {
             Some(b) => Ok((leader, b.host.clone(), b.port)),
             None => Err(code::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+}
+
+/// Adds UNKNOWN_TOPIC_OR_PARTITION answers for `unknown` partitions to an OffsetCommit answer.
+fn add_unknown_partitions(r: &mut OffsetCommitResponse, unknown: Vec<(StrBytes, i32)>) {
+    for (name, partition) in unknown {
+        let answer = OffsetCommitResponsePartition::default()
+            .with_partition_index(partition)
+            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+        match r.topics.iter_mut().find(|t| t.name.0 == name) {
+            Some(t) => t.partitions.push(answer),
+            None => r.topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(TopicName(name))
+                    .with_partitions(vec![answer]),
+            ),
         }
     }
 }

@@ -505,6 +505,9 @@ impl Engine {
                 tracing::debug!(dir = %log.dir, ?role, term, ?leader, "raft role");
                 if role != Role::Leader {
                     self.kafka_leadership_lost(log_id);
+                } else {
+                    // (BecameLeader may have come first, while the log was not a leader yet.)
+                    self.groups_log_advanced(log_id);
                 }
                 if group == GroupId::METADATA {
                     self.controller_progress();
