@@ -89,7 +89,14 @@ impl Engine {
         let message = Some(str_bytes("this broker stopped being the controller; retry"));
         match &mut response {
             ResponseKind::CreateTopics(r) => {
-                for t in r.topics.iter_mut().filter(|t| t.error_code == code::NONE) {
+                // TOPIC_ALREADY_EXISTS for a creation that was in flight and is now lost.
+                let image = &self.image;
+                let failed = |t: &CreatableTopicResult| {
+                    t.error_code == code::NONE
+                        || t.error_code == code::TOPIC_ALREADY_EXISTS
+                            && !image.topics.contains_key(t.name.0.as_str())
+                };
+                for t in r.topics.iter_mut().filter(|t| failed(t)) {
                     t.error_code = error;
                     t.error_message = message.clone();
                 }
@@ -277,11 +284,28 @@ impl Engine {
         records: Vec<MetaRecord>,
         local: Vec<(String, i32)>,
     ) {
-        if records.is_empty() {
+        self.admin_commit_after(ctx, response, records, local, 0);
+    }
+
+    /// [`Self::admin_commit`], answered no earlier than when the image has applied `after`
+    /// (records proposed before this request that its answer depends on).
+    fn admin_commit_after(
+        &mut self,
+        ctx: Ctx,
+        response: ResponseKind,
+        records: Vec<MetaRecord>,
+        local: Vec<(String, i32)>,
+        after: u64,
+    ) {
+        if records.is_empty() && after <= self.image.applied_end {
             self.respond(&ctx, response);
             return;
         }
-        let until = self.propose(records);
+        let until = if records.is_empty() {
+            Some(after)
+        } else {
+            self.propose(records).map(|u| u.max(after))
+        };
         let op = self.admin_park(ctx, response);
         match until {
             Some(until) => self.controller_wait(op, until, local),
@@ -298,6 +322,7 @@ impl Engine {
         let mut results = Vec::new();
         let mut records = Vec::new();
         let mut local = Vec::new();
+        let mut wait_for = 0;
         for t in &req.topics {
             let name = t.name.0.as_str().to_string();
             let mut r = CreatableTopicResult::default()
@@ -343,6 +368,9 @@ impl Engine {
                     }
                 }
                 Err((error, message)) => {
+                    if error == code::TOPIC_ALREADY_EXISTS {
+                        wait_for = wait_for.max(self.creation_in_flight_end(&name));
+                    }
                     r.error_code = error;
                     r.error_message = Some(str_bytes(&message));
                 }
@@ -350,7 +378,26 @@ impl Engine {
             results.push(r);
         }
         let response = ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results));
-        self.admin_commit(ctx, response, records, local);
+        self.admin_commit_after(ctx, response, records, local, wait_for);
+    }
+
+    /// The end of the batch creating `name`, if that creation is proposed and not applied
+    /// yet (0 otherwise). TOPIC_ALREADY_EXISTS for it is answered only once it is applied: if
+    /// it is lost instead (the controller's log rewound or its leadership moved), the
+    /// request gets NOT_CONTROLLER and the client retries, rather than believing in a topic
+    /// that will never exist (five-node simulator seed 1213).
+    fn creation_in_flight_end(&self, name: &str) -> u64 {
+        if self.image.topics.contains_key(name) {
+            return 0;
+        }
+        self.controller
+            .proposed
+            .iter()
+            .filter(|r| matches!(r, MetaRecord::CreateTopic { name: n, .. } if n == name))
+            .filter_map(|r| self.controller.proposed.last_of(r))
+            .map(|last| last + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// A topic id no topic has had (0 is the metadata log's group).
