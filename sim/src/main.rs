@@ -103,20 +103,7 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 fn report(r: &RunResult, cli: &Cli) {
     let mut out = std::io::stdout().lock();
     if !r.ok() {
-        let _ = writeln!(
-            out,
-            "seed {} FAILED with {} violation(s):",
-            r.seed,
-            r.violations.len()
-        );
-        for v in r.violations.iter().take(20) {
-            let _ = writeln!(out, "  {v}");
-        }
-        let _ = writeln!(out, "  options: {}", r.options);
-        if let Some(summary) = &r.cluster_summary {
-            let _ = writeln!(out, "  {summary}");
-        }
-        let _ = writeln!(out, "  replay: {}", r.replay_command());
+        let _ = out.write_all(r.failure_report(20).as_bytes());
     }
     if let Some(dir) = &cli.history_dir {
         let path = dir.join(format!("seed-{}.jsonl", r.seed));

@@ -78,6 +78,25 @@ impl RunResult {
         self.violations.is_empty()
     }
 
+    /// What a failed run prints: its violations (at most `violations_max`), options,
+    /// cluster summary and the command that replays it, one per line, newline-terminated.
+    pub fn failure_report(&self, violations_max: usize) -> String {
+        let mut out = format!(
+            "seed {} FAILED with {} violation(s):\n",
+            self.seed,
+            self.violations.len()
+        );
+        for v in self.violations.iter().take(violations_max) {
+            out.push_str(&format!("  {v}\n"));
+        }
+        out.push_str(&format!("  options: {}\n", self.options));
+        if let Some(summary) = &self.cluster_summary {
+            out.push_str(&format!("  {summary}\n"));
+        }
+        out.push_str(&format!("  replay: {}\n", self.replay_command()));
+        out
+    }
+
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
         let features = if self.settings.planted.is_empty() {

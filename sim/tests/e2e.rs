@@ -4,18 +4,7 @@
 use gregor_sim::{run_seed, RunSettings};
 
 fn assert_ok(r: &gregor_sim::RunResult) {
-    assert!(
-        r.ok(),
-        "seed {} failed:\n{}\noptions: {}\nreplay: {}",
-        r.seed,
-        r.violations
-            .iter()
-            .map(|v| format!("  {v}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        r.options,
-        r.replay_command()
-    );
+    assert!(r.ok(), "{}", r.failure_report(usize::MAX));
 }
 
 #[test]

@@ -18,18 +18,7 @@ fn with_groups(nodes: usize) -> RunSettings {
 }
 
 fn assert_ok(r: &RunResult) {
-    assert!(
-        r.ok(),
-        "seed {} failed:\n{}\noptions: {}\nreplay: {}",
-        r.seed,
-        r.violations
-            .iter()
-            .map(|v| format!("  {v}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        r.options,
-        r.replay_command()
-    );
+    assert!(r.ok(), "{}", r.failure_report(usize::MAX));
 }
 
 /// Sums a counter of the runs' group summaries.
