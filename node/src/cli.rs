@@ -39,6 +39,11 @@ pub struct Args {
     /// node's address in --peers]. Needs --peers or `controller.quorum.voters`.
     #[arg(long, value_name = "HOST:PORT")]
     pub peer_listen: Option<String>,
+
+    /// Test only: switch on a planted bug, e.g. `commit-on-minority` (repeatable; needs a
+    /// build with `--features planted-bugs`, any other build refuses it).
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub planted: Vec<String>,
 }
 
 #[cfg(test)]

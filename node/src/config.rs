@@ -84,6 +84,7 @@ fn load_with(
         voters_source = "--peers".into();
     }
     let peers = peer_config(&broker, args.peer_listen.as_deref(), &voters_source, resolve)?;
+    crate::planted::apply(&args.planted, &mut broker.planted).map_err(NodeError::Flag)?;
     Ok(Settings {
         broker,
         advertised_set,

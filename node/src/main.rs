@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod datadir;
+mod planted;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
