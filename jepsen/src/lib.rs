@@ -7,9 +7,15 @@ pub mod history;
 
 #[cfg(feature = "harness")]
 pub mod cluster;
+#[cfg(feature = "harness-run")]
+pub mod kafka;
 #[cfg(feature = "harness")]
 pub mod nemesis;
 #[cfg(feature = "harness")]
 pub mod plot;
-#[cfg(feature = "harness")]
+#[cfg(feature = "harness-run")]
+pub mod recorder;
+#[cfg(feature = "harness-run")]
+pub mod run;
+#[cfg(feature = "harness-run")]
 pub mod workload;

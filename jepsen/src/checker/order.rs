@@ -1,0 +1,171 @@
+//! Order checks (JEPSEN.md §3): within one op (`int-nonmonotonic-send`, `int-send-skip`,
+//! `int-poll-skip`, `int-nonmonotonic-poll`) and across the ops of one process
+//! (`nonmonotonic-send`, `poll-skip`, `nonmonotonic-poll`). Every comparison is a
+//! dense-index delta from [`Versions::delta`]; an unknown index gives no verdict.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use super::context::{Context, OpId, Versions};
+use super::{Anomalies, LIST_MAX};
+use crate::history::{Key, OpType, Value};
+
+/// Values an op sent (or read) per key, in op order.
+fn per_key(items: impl Iterator<Item = (Key, Value)>) -> BTreeMap<Key, Vec<Value>> {
+    let mut m: BTreeMap<Key, Vec<Value>> = BTreeMap::new();
+    for (k, v) in items {
+        m.entry(k).or_default().push(v);
+    }
+    m
+}
+
+fn sent_by(cx: &Context, id: OpId) -> BTreeMap<Key, Vec<Value>> {
+    per_key(cx.ops[id].last().sends().map(|(k, v, _)| (k, v)))
+}
+
+fn read_by(cx: &Context, id: OpId) -> BTreeMap<Key, Vec<Value>> {
+    match cx.ops[id].completion {
+        Some(done) => per_key(done.polled().map(|(k, v, _)| (k, v))),
+        None => BTreeMap::new(),
+    }
+}
+
+/// What an adjacent pair `(from, to)` of one key looks like in the version order.
+fn pair_detail(vs: &Versions, k: Key, from: Value, to: Value, delta: i64) -> serde_json::Value {
+    json!({
+        "key": k, "values": [from, to], "indices": [vs.index(from), vs.index(to)],
+        "delta": delta, "skipped": vs.between(from, to, LIST_MAX),
+    })
+}
+
+/// Successive sends (`sends == true`) or reads of one key inside every op.
+pub(crate) fn internal(cx: &Context, out: &mut Anomalies) {
+    for id in (0..cx.ops.len()).filter(|&id| cx.is_queue(id)) {
+        let h = cx.hindex(id);
+        for (k, values) in sent_by(cx, id) {
+            let vs = cx.versions(k);
+            for w in values.windows(2) {
+                let delta = vs.delta(w[0], w[1]);
+                let kind = match delta {
+                    d if d < 1 => "int-nonmonotonic-send",
+                    d if d > 1 => "int-send-skip",
+                    _ => continue,
+                };
+                out.add(kind, Some(k), vec![h], || pair_detail(vs, k, w[0], w[1], delta));
+            }
+        }
+        let exempt: BTreeSet<Key> = cx.ops[id]
+            .completion
+            .map(|c| c.rebalance.iter().flat_map(|r| r.keys.iter().copied()).collect())
+            .unwrap_or_default();
+        for (k, values) in read_by(cx, id) {
+            if exempt.contains(&k) {
+                continue;
+            }
+            let vs = cx.versions(k);
+            for w in values.windows(2) {
+                let delta = vs.delta(w[0], w[1]);
+                let kind = match delta {
+                    d if d < 1 => "int-nonmonotonic-poll",
+                    d if d > 1 => "int-poll-skip",
+                    _ => continue,
+                };
+                out.add(kind, Some(k), vec![h], || pair_detail(vs, k, w[0], w[1], delta));
+            }
+        }
+    }
+}
+
+/// Per process: the last thing it sent / read per key, as (value, op).
+type Positions = BTreeMap<i64, BTreeMap<Key, (Value, OpId)>>;
+
+/// An `ok`/`info` assign or subscribe keeps only the keys it names.
+fn on_assign(cx: &Context, id: OpId, state: &mut Positions) -> bool {
+    let pair = &cx.ops[id];
+    if !matches!(pair.invoke.f.as_str(), "assign" | "subscribe") {
+        return false;
+    }
+    if matches!(pair.outcome(), OpType::Ok | OpType::Info) {
+        let keep: BTreeSet<Key> = pair.invoke.keys().iter().copied().collect();
+        if let Some(m) = state.get_mut(&pair.invoke.process) {
+            m.retain(|k, _| keep.contains(k));
+        }
+    }
+    true
+}
+
+/// Across one process's ops: `nonmonotonic-send` (ok/info ops: the first value this op
+/// sends to a key must come after the last value an earlier op sent to it) and
+/// `poll-skip` / `nonmonotonic-poll` (every completed op is compared with the last `ok`
+/// read, but only `ok` ops move that position, since a consumer rewinds after failure).
+pub(crate) fn across_ops(cx: &Context, out: &mut Anomalies) {
+    let mut sent: Positions = BTreeMap::new();
+    let mut read: Positions = BTreeMap::new();
+    for id in 0..cx.ops.len() {
+        if on_assign(cx, id, &mut sent) {
+            on_assign(cx, id, &mut read);
+            continue;
+        }
+        if !cx.is_queue(id) {
+            continue;
+        }
+        let process = cx.ops[id].invoke.process;
+        let outcome = cx.outcome(id);
+        if matches!(outcome, OpType::Ok | OpType::Info) {
+            let last = sent.entry(process).or_default();
+            for (k, values) in sent_by(cx, id) {
+                compare(
+                    cx,
+                    id,
+                    k,
+                    &values,
+                    last,
+                    ["nonmonotonic-send", "nonmonotonic-send"],
+                    out,
+                );
+            }
+        }
+        let last = read.entry(process).or_default();
+        for (k, values) in read_by(cx, id) {
+            let before = last.get(&k).copied();
+            compare(cx, id, k, &values, last, ["poll-skip", "nonmonotonic-poll"], out);
+            if outcome != OpType::Ok {
+                match before {
+                    Some(b) => last.insert(k, b),
+                    None => last.remove(&k),
+                };
+            }
+        }
+    }
+}
+
+/// Compares `last[k]` with the first of `values` (`kinds`: [delta > 1, delta < 1]; a
+/// `nonmonotonic-send` ignores skips), then sets `last[k]` to the last of `values`.
+fn compare(
+    cx: &Context,
+    id: OpId,
+    k: Key,
+    values: &[Value],
+    last: &mut BTreeMap<Key, (Value, OpId)>,
+    kinds: [&'static str; 2],
+    out: &mut Anomalies,
+) {
+    let (Some(&first), Some(&final_value)) = (values.first(), values.last()) else {
+        return;
+    };
+    if let Some(&(prev, prev_op)) = last.get(&k) {
+        let vs = cx.versions(k);
+        let delta = vs.delta(prev, first);
+        let kind = match delta {
+            d if d > 1 && kinds[0] != kinds[1] => Some(kinds[0]),
+            d if d < 1 => Some(kinds[1]),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let ops = vec![cx.hindex(prev_op), cx.hindex(id)];
+            out.add(kind, Some(k), ops, || pair_detail(vs, k, prev, first, delta));
+        }
+    }
+    last.insert(k, (final_value, id));
+}
