@@ -318,9 +318,7 @@ impl Consumer {
         topics.sort();
         topics.dedup();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        self.c()
-            .subscribe(&names)
-            .map_err(|e| op_error("subscribe", e))?;
+        self.c().subscribe(&names).map_err(|e| op_error("subscribe", e))?;
         self.attach = Attach::Subscribe;
         self.positions.clear();
         Ok(())
@@ -475,10 +473,7 @@ impl LeaderLookup {
             .set("reconnect.backoff.max.ms", "500")
             .create()
             .map_err(|e| format!("metadata client: {e}"))?;
-        let bootstrap = bootstrap
-            .split(',')
-            .filter_map(|a| a.parse().ok())
-            .collect();
+        let bootstrap = bootstrap.split(',').filter_map(|a| a.parse().ok()).collect();
         Ok(LeaderLookup { client, bootstrap })
     }
 

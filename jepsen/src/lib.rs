@@ -7,15 +7,15 @@ pub mod history;
 
 #[cfg(feature = "harness")]
 pub mod cluster;
-#[cfg(feature = "harness-run")]
+#[cfg(feature = "harness")]
 pub mod kafka;
 #[cfg(feature = "harness")]
 pub mod nemesis;
 #[cfg(feature = "harness")]
 pub mod plot;
-#[cfg(feature = "harness-run")]
+#[cfg(feature = "harness")]
 pub mod recorder;
-#[cfg(feature = "harness-run")]
+#[cfg(feature = "harness")]
 pub mod run;
-#[cfg(feature = "harness-run")]
+#[cfg(feature = "harness")]
 pub mod workload;

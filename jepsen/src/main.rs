@@ -1,10 +1,7 @@
-#[cfg(feature = "harness-run")]
+//! The `gregor-jepsen` binary; see `cli.rs`.
+
 mod cli;
 
-#[cfg(feature = "harness-run")]
 fn main() -> std::process::ExitCode {
     cli::main()
 }
-
-#[cfg(not(feature = "harness-run"))]
-fn main() {}

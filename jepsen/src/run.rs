@@ -112,8 +112,7 @@ pub fn run(o: &RunOptions) -> Result<RunOutcome, String> {
     if !o.gregor.is_file() {
         return Err(format!("gregor binary {} does not exist", o.gregor.display()));
     }
-    std::fs::create_dir_all(&o.results)
-        .map_err(|e| format!("creating {}: {e}", o.results.display()))?;
+    std::fs::create_dir_all(&o.results).map_err(|e| format!("creating {}: {e}", o.results.display()))?;
     let results = o
         .results
         .canonicalize()
@@ -160,10 +159,18 @@ pub fn run(o: &RunOptions) -> Result<RunOutcome, String> {
     let mut copts = ClusterOptions::new(o.nodes, &o.gregor, &results);
     copts.prefix = o.prefix.clone();
     copts.subnet = parse_subnet(&o.subnet)?;
-    if !o.planted.is_empty() {
-        return Err("--planted: not wired yet".into());
-    }
-    say(t0, format!("starting {} gregor nodes in network namespaces {}-n*", o.nodes, o.prefix));
+    copts.extra_args = o
+        .planted
+        .iter()
+        .flat_map(|p| ["--planted".to_string(), p.clone()])
+        .collect();
+    say(
+        t0,
+        format!(
+            "starting {} gregor nodes in network namespaces {}-n*",
+            o.nodes, o.prefix
+        ),
+    );
     let cluster = Arc::new(Cluster::start(&copts).map_err(|e| format!("starting the cluster: {e}"))?);
     let bootstrap = cluster.bootstrap();
     say(t0, format!("cluster up: {bootstrap}"));
@@ -212,7 +219,14 @@ fn drive(
         rec.clone(),
         Instant::now() + Duration::from_secs(60),
     )?;
-    say(t0, format!("topics created; main phase: {} s, nemesis {}", o.time_limit.as_secs(), o.nemesis_names));
+    say(
+        t0,
+        format!(
+            "topics created; main phase: {} s, nemesis {}",
+            o.time_limit.as_secs(),
+            o.nemesis_names
+        ),
+    );
 
     let stop_main = Arc::new(AtomicBool::new(false));
     let stop_creator = Arc::new(AtomicBool::new(false));
@@ -269,8 +283,13 @@ fn drive(
         }
     }
     stop_main.store(true, Ordering::SeqCst);
-    let mut states: Vec<_> = workers.into_iter().map(|h| h.join().expect("worker panicked")).collect();
-    let report = nemesis.join().map_err(|_| "the nemesis thread panicked".to_string())?;
+    let mut states: Vec<_> = workers
+        .into_iter()
+        .map(|h| h.join().expect("worker panicked"))
+        .collect();
+    let report = nemesis
+        .join()
+        .map_err(|_| "the nemesis thread panicked".to_string())?;
     say(
         t0,
         format!(
@@ -284,7 +303,14 @@ fn drive(
     }
     thread::sleep(o.final_wait);
     let targets = workload.targets();
-    say(t0, format!("final reads of {} keys (cap {} s)", targets.len(), o.final_time_limit.as_secs()));
+    say(
+        t0,
+        format!(
+            "final reads of {} keys (cap {} s)",
+            targets.len(),
+            o.final_time_limit.as_secs()
+        ),
+    );
     let deadline = Instant::now() + o.final_time_limit;
     let finals: Vec<bool> = thread::scope(|s| {
         let handles: Vec<_> = states
@@ -294,10 +320,19 @@ fn drive(
                 s.spawn(move || w.final_read(st, targets, Duration::from_secs(10), deadline))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("final reader panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("final reader panicked"))
+            .collect()
     });
     let reached = finals.iter().filter(|&&r| r).count();
-    say(t0, format!("final reads: {reached}/{} workers reached every key's end", finals.len()));
+    say(
+        t0,
+        format!(
+            "final reads: {reached}/{} workers reached every key's end",
+            finals.len()
+        ),
+    );
     stop_creator.store(true, Ordering::SeqCst);
     let _ = creator.join();
     let end_s = start.elapsed().as_secs_f64();
@@ -309,6 +344,14 @@ fn drive(
     if duplicates_allowed(o) {
         verdict.bad_error_types.retain(|k| k != "duplicate");
         verdict.valid = verdict.bad_error_types.is_empty();
+    }
+    // A run in which nothing was acknowledged or nothing read tested nothing: not a pass.
+    if verdict.stats.sends_acked == 0 || verdict.stats.values_read == 0 {
+        let kind = "nothing-acknowledged-or-read".to_string();
+        verdict.error_types.push(kind.clone());
+        verdict.anomaly_counts.insert(kind.clone(), 1);
+        verdict.bad_error_types.push(kind);
+        verdict.valid = false;
     }
     write_json(&results.join("verdict.json"), &verdict)?;
     let samples = op_samples(&history);
@@ -341,7 +384,10 @@ fn drive(
     if !verdict.valid {
         for (kind, list) in &verdict.anomalies {
             if let Some(a) = list.first() {
-                say(t0, format!("  {kind}: e.g. key {:?} {} (ops {:?})", a.key, a.detail, a.ops));
+                say(
+                    t0,
+                    format!("  {kind}: e.g. key {:?} {} (ops {:?})", a.key, a.detail, a.ops),
+                );
             }
         }
     }
@@ -392,11 +438,7 @@ fn node_list(v: &OpValue) -> String {
                 .filter_map(|n| n.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
-            None => j
-                .get("shape")
-                .and_then(|s| s.as_str())
-                .unwrap_or("")
-                .to_string(),
+            None => j.get("shape").and_then(|s| s.as_str()).unwrap_or("").to_string(),
         },
         _ => String::new(),
     }
@@ -407,7 +449,11 @@ fn node_list(v: &OpValue) -> String {
 pub fn fault_windows(h: &History, end_s: f64) -> Vec<FaultWindow> {
     let mut open: BTreeMap<&'static str, (f64, String)> = BTreeMap::new();
     let mut out = Vec::new();
-    for op in h.ops.iter().filter(|o| o.process == NEMESIS && o.kind != OpType::Invoke) {
+    for op in h
+        .ops
+        .iter()
+        .filter(|o| o.process == NEMESIS && o.kind != OpType::Invoke)
+    {
         let t = op.time as f64 / 1e9;
         let (slot, opens) = match op.f.as_str() {
             "kill" => ("kill", true),
@@ -421,14 +467,26 @@ pub fn fault_windows(h: &History, end_s: f64) -> Vec<FaultWindow> {
         if opens {
             let label = format!("{} {}", op.f, node_list(&op.value));
             if let Some((s, l)) = open.insert(slot, (t, label)) {
-                out.push(FaultWindow { start_s: s, end_s: t, label: l });
+                out.push(FaultWindow {
+                    start_s: s,
+                    end_s: t,
+                    label: l,
+                });
             }
         } else if let Some((s, label)) = open.remove(slot) {
-            out.push(FaultWindow { start_s: s, end_s: t, label });
+            out.push(FaultWindow {
+                start_s: s,
+                end_s: t,
+                label,
+            });
         }
     }
     for (_, (s, label)) in open {
-        out.push(FaultWindow { start_s: s, end_s, label });
+        out.push(FaultWindow {
+            start_s: s,
+            end_s,
+            label,
+        });
     }
     out.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
     out

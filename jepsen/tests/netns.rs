@@ -13,9 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use gregor_jepsen::cluster::{
-    cleanup_leftovers, netns_available, Cluster, ClusterOptions, Grudge, Reach,
-};
+use gregor_jepsen::cluster::{cleanup_leftovers, netns_available, Cluster, ClusterOptions, Grudge, Reach};
 use gregor_jepsen::nemesis::{parse_kinds, LeaderTarget, Nemesis, NemesisEvent, Phase, Schedule};
 
 const SHORT: Duration = Duration::from_millis(1500);
@@ -46,7 +44,12 @@ fn gregor_bin() -> Result<PathBuf, String> {
 /// One 3-node cluster at a time on this machine (shared with node/tests).
 fn serial() -> File {
     let path = std::env::temp_dir().join("gregor-node-cluster-tests.lock");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap();
     // SAFETY: flock only reads the descriptor, which `file` keeps open.
     assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
     file
@@ -68,7 +71,10 @@ fn setup(test: &str) -> Option<PathBuf> {
 }
 
 fn options(bin: PathBuf, prefix: &str, subnet: &str) -> (ClusterOptions, tempfile::TempDir) {
-    let dir = tempfile::Builder::new().prefix(&format!("{prefix}-")).tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+        .unwrap();
     let mut o = ClusterOptions::new(3, bin, dir.path());
     o.prefix = prefix.to_string();
     o.subnet = subnet.parse().unwrap();
@@ -76,12 +82,24 @@ fn options(bin: PathBuf, prefix: &str, subnet: &str) -> (ClusterOptions, tempfil
 }
 
 fn namespaces() -> String {
-    String::from_utf8(Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).unwrap()
+    String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
 }
 
 fn link_exists(name: &str) -> bool {
-    Command::new("ip").args(["link", "show", name]).stderr(Stdio::null()).stdout(Stdio::null())
-        .status().unwrap().success()
+    Command::new("ip")
+        .args(["link", "show", name])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 /// Retries `f` until it returns true or `within` passes.
@@ -98,15 +116,23 @@ fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn partitions_drop_broker_packets_only_and_nodes_die_and_return() {
-    let Some(bin) = setup("partitions_drop_broker_packets_only...") else { return };
+    let Some(bin) = setup("partitions_drop_broker_packets_only...") else {
+        return;
+    };
     let _lock = serial();
     let (opts, dir) = options(bin.clone(), "gjta", "10.77.101.0/24");
     let cluster = Cluster::start(&opts).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cluster.bootstrap(), "10.77.101.11:9092,10.77.101.12:9092,10.77.101.13:9092");
+    assert_eq!(
+        cluster.bootstrap(),
+        "10.77.101.11:9092,10.77.101.12:9092,10.77.101.13:9092"
+    );
 
     // Every node is reachable from the harness, runs gregor itself, in its own namespace.
     for n in 1..=3 {
-        assert_eq!(cluster.probe(None, cluster.client_addr(n), SHORT).unwrap(), Reach::Connected);
+        assert_eq!(
+            cluster.probe(None, cluster.client_addr(n), SHORT).unwrap(),
+            Reach::Connected
+        );
         let view = cluster.metadata(n).unwrap();
         assert_eq!(view.brokers.len(), 3, "{view:?}");
         assert!(view.controller_id >= 1);
@@ -114,17 +140,38 @@ fn partitions_drop_broker_packets_only_and_nodes_die_and_return() {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
         assert_eq!(exe, bin.canonicalize().unwrap(), "the pid is gregor, not `ip`");
     }
-    assert_eq!(cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(), Reach::Connected);
+    assert_eq!(
+        cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(),
+        Reach::Connected
+    );
 
     // n1 cut off from n2 and n3: peer packets time out both ways, n2↔n3 still work, and
     // the harness still reaches n1's Kafka port. The kernel's counters saw the drops.
     cluster.partition(&Grudge::isolate(1, 3)).unwrap();
-    assert_eq!(cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(), Reach::TimedOut);
-    assert_eq!(cluster.probe(Some(3), cluster.peer_addr(1), SHORT).unwrap(), Reach::TimedOut);
-    assert_eq!(cluster.probe(Some(1), cluster.peer_addr(2), SHORT).unwrap(), Reach::TimedOut);
-    assert_eq!(cluster.probe(Some(2), cluster.peer_addr(3), SHORT).unwrap(), Reach::Connected);
-    assert_eq!(cluster.probe(None, cluster.client_addr(1), SHORT).unwrap(), Reach::Connected);
-    assert!(cluster.metadata(1).is_ok(), "clients still talk to the isolated node");
+    assert_eq!(
+        cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(),
+        Reach::TimedOut
+    );
+    assert_eq!(
+        cluster.probe(Some(3), cluster.peer_addr(1), SHORT).unwrap(),
+        Reach::TimedOut
+    );
+    assert_eq!(
+        cluster.probe(Some(1), cluster.peer_addr(2), SHORT).unwrap(),
+        Reach::TimedOut
+    );
+    assert_eq!(
+        cluster.probe(Some(2), cluster.peer_addr(3), SHORT).unwrap(),
+        Reach::Connected
+    );
+    assert_eq!(
+        cluster.probe(None, cluster.client_addr(1), SHORT).unwrap(),
+        Reach::Connected
+    );
+    assert!(
+        cluster.metadata(1).is_ok(),
+        "clients still talk to the isolated node"
+    );
     assert!(cluster.dropped_packets(1).unwrap() > 0);
     assert!(cluster.dropped_packets(2).unwrap() > 0);
     cluster.partition(&Grudge::isolate(1, 3)).unwrap(); // idempotent
@@ -132,17 +179,29 @@ fn partitions_drop_broker_packets_only_and_nodes_die_and_return() {
     cluster.heal().unwrap();
     cluster.heal().unwrap();
     assert_eq!(cluster.dropped_packets(1).unwrap(), 0, "the rule is gone");
-    assert_eq!(cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(), Reach::Connected);
-    assert_eq!(cluster.probe(Some(1), cluster.peer_addr(2), SHORT).unwrap(), Reach::Connected);
+    assert_eq!(
+        cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(),
+        Reach::Connected
+    );
+    assert_eq!(
+        cluster.probe(Some(1), cluster.peer_addr(2), SHORT).unwrap(),
+        Reach::Connected
+    );
 
     // One way: n1 drops n2's packets; n2 has no rule at all.
     let mut one_way = Grudge::new();
     one_way.drop_from(1, 2);
     cluster.partition(&one_way).unwrap();
-    assert_eq!(cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(), Reach::TimedOut);
+    assert_eq!(
+        cluster.probe(Some(2), cluster.peer_addr(1), SHORT).unwrap(),
+        Reach::TimedOut
+    );
     assert!(cluster.dropped_packets(1).unwrap() > 0);
     assert_eq!(cluster.dropped_packets(2).unwrap(), 0);
-    assert_eq!(cluster.probe(Some(3), cluster.peer_addr(1), SHORT).unwrap(), Reach::Connected);
+    assert_eq!(
+        cluster.probe(Some(3), cluster.peer_addr(1), SHORT).unwrap(),
+        Reach::Connected
+    );
     cluster.heal().unwrap();
 
     // Kill and restart n2 on its data.
@@ -150,8 +209,14 @@ fn partitions_drop_broker_packets_only_and_nodes_die_and_return() {
     cluster.kill(2).unwrap();
     cluster.kill(2).unwrap();
     assert!(!cluster.is_alive(2) && cluster.pid(2).is_none());
-    assert!(!std::path::Path::new(&format!("/proc/{old_pid}/stat")).exists(), "reaped");
-    assert_eq!(cluster.probe(None, cluster.client_addr(2), SHORT).unwrap(), Reach::Refused);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{old_pid}/stat")).exists(),
+        "reaped"
+    );
+    assert_eq!(
+        cluster.probe(None, cluster.client_addr(2), SHORT).unwrap(),
+        Reach::Refused
+    );
     cluster.start_node(2).unwrap_or_else(|e| panic!("{e}"));
     cluster.start_node(2).unwrap();
     assert!(cluster.is_alive(2));
@@ -166,7 +231,9 @@ fn partitions_drop_broker_packets_only_and_nodes_die_and_return() {
     assert!(cluster.metadata(3).is_err(), "a stopped broker cannot answer");
     cluster.resume(3).unwrap();
     cluster.resume(3).unwrap();
-    assert!(eventually(Duration::from_secs(10), || cluster.metadata(3).is_ok()));
+    assert!(eventually(Duration::from_secs(10), || cluster
+        .metadata(3)
+        .is_ok()));
 
     // Kill while paused works too, and stop leaves nothing behind.
     cluster.pause(1).unwrap();
@@ -186,7 +253,11 @@ fn leftovers_of_a_crashed_run_are_removed_and_nothing_else() {
     }
     let ip = |args: &[&str]| {
         let out = Command::new("ip").args(args).output().unwrap();
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     // What a harness killed with -9 leaves: namespaces with processes in them, the bridge,
     // a veth. Plus a neighbour with another prefix, and a process in the root namespace.
@@ -196,20 +267,38 @@ fn leftovers_of_a_crashed_run_are_removed_and_nothing_else() {
     ip(&["netns", "add", "gjtb-n2"]);
     ip(&["netns", "add", "gjtbx-n1"]);
     ip(&["link", "add", "gjtb-br", "type", "bridge"]);
-    ip(&["link", "add", "gjtb-n1", "type", "veth", "peer", "name", "eth0", "netns", "gjtb-n1"]);
-    let mut inside = Command::new("ip").args(["netns", "exec", "gjtb-n1", "sleep", "600"]).spawn().unwrap();
-    let mut neighbour = Command::new("ip").args(["netns", "exec", "gjtbx-n1", "sleep", "600"]).spawn().unwrap();
+    ip(&[
+        "link", "add", "gjtb-n1", "type", "veth", "peer", "name", "eth0", "netns", "gjtb-n1",
+    ]);
+    let mut inside = Command::new("ip")
+        .args(["netns", "exec", "gjtb-n1", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let mut neighbour = Command::new("ip")
+        .args(["netns", "exec", "gjtbx-n1", "sleep", "600"])
+        .spawn()
+        .unwrap();
     let mut outside = Command::new("sleep").arg("600").spawn().unwrap();
     assert!(eventually(Duration::from_secs(5), || {
-        let pids = Command::new("ip").args(["netns", "pids", "gjtb-n1"]).output().unwrap().stdout;
+        let pids = Command::new("ip")
+            .args(["netns", "pids", "gjtb-n1"])
+            .output()
+            .unwrap()
+            .stdout;
         !pids.is_empty()
     }));
 
     cleanup_leftovers("gjtb").unwrap();
     let status = inside.wait().unwrap();
     assert!(!status.success(), "the process inside was killed: {status}");
-    assert!(neighbour.try_wait().unwrap().is_none(), "another prefix's process survives");
-    assert!(outside.try_wait().unwrap().is_none(), "a root-namespace process survives");
+    assert!(
+        neighbour.try_wait().unwrap().is_none(),
+        "another prefix's process survives"
+    );
+    assert!(
+        outside.try_wait().unwrap().is_none(),
+        "a root-namespace process survives"
+    );
     let list = namespaces();
     assert!(!list.contains("gjtb-n1") && !list.contains("gjtb-n2"), "{list}");
     assert!(list.contains("gjtbx-n1"), "{list}");
@@ -224,7 +313,9 @@ fn leftovers_of_a_crashed_run_are_removed_and_nothing_else() {
 
 #[test]
 fn a_cluster_start_removes_a_previous_runs_leftovers() {
-    let Some(bin) = setup("a_cluster_start_removes_a_previous_runs_leftovers") else { return };
+    let Some(bin) = setup("a_cluster_start_removes_a_previous_runs_leftovers") else {
+        return;
+    };
     let _lock = serial();
     let (opts, _dir) = options(bin, "gjtc", "10.77.103.0/24");
     let first = Cluster::start(&opts).unwrap_or_else(|e| panic!("{e}"));
@@ -244,7 +335,9 @@ fn a_cluster_start_removes_a_previous_runs_leftovers() {
 
 #[test]
 fn the_nemesis_breaks_a_real_cluster_and_heals_it() {
-    let Some(bin) = setup("the_nemesis_breaks_a_real_cluster_and_heals_it") else { return };
+    let Some(bin) = setup("the_nemesis_breaks_a_real_cluster_and_heals_it") else {
+        return;
+    };
     let _lock = serial();
     let (opts, _dir) = options(bin, "gjtd", "10.77.104.0/24");
     let cluster = Cluster::start(&opts).unwrap_or_else(|e| panic!("{e}"));
@@ -252,12 +345,20 @@ fn the_nemesis_breaks_a_real_cluster_and_heals_it() {
     let schedule = Schedule::new(&kinds, 3, 7, 25.0, 3.0).unwrap();
     let mut events: Vec<NemesisEvent> = Vec::new();
     let mut leader = |_: LeaderTarget| {
-        (1..=3).find_map(|n| cluster.metadata(n).ok()).and_then(|v| usize::try_from(v.controller_id).ok())
+        (1..=3)
+            .find_map(|n| cluster.metadata(n).ok())
+            .and_then(|v| usize::try_from(v.controller_id).ok())
     };
-    let report = Nemesis::run(&cluster, &schedule, &AtomicBool::new(false), &mut leader, &mut |e| {
-        eprintln!("{:?} {} {} {:?}", e.phase, e.f, e.value, e.error);
-        events.push(e);
-    });
+    let report = Nemesis::run(
+        &cluster,
+        &schedule,
+        &AtomicBool::new(false),
+        &mut leader,
+        &mut |e| {
+            eprintln!("{:?} {} {} {:?}", e.phase, e.f, e.value, e.error);
+            events.push(e);
+        },
+    );
     eprintln!("{report:?}");
     let done: Vec<&NemesisEvent> = events.iter().filter(|e| e.phase == Phase::Done).collect();
     assert!(done.iter().any(|e| e.f == "kill") && done.iter().any(|e| e.f == "partition"));

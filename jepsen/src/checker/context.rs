@@ -16,32 +16,58 @@ pub(crate) type OpId = usize;
 /// The version order of one key (JEPSEN.md §3, shared structure 4).
 #[derive(Debug, Default)]
 pub(crate) struct Versions {
-    /// Offset → the values seen there → the first op that showed it (a witness).
-    pub log: BTreeMap<Offset, BTreeMap<Value, OpId>>,
-    /// Dense index → offset (offsets with no value are dropped).
+    /// The raw log: every `(offset, value, witness)` observed, sorted, one entry per
+    /// `(offset, value)` (the witness is the earliest-invoked op that showed it there).
+    pub entries: Vec<(Offset, Value, OpId)>,
+    /// Dense index → offset (offsets with no value are never recorded).
     pub offsets: Vec<Offset>,
+    /// Dense index → where its values start in `entries` (plus an end sentinel).
+    starts: Vec<usize>,
     /// Dense index → representative value (the smallest at that offset).
     pub by_index: Vec<Value>,
-    /// Value → the last dense index where it is the representative.
-    pub by_value: BTreeMap<Value, usize>,
+    /// Value → the last dense index where it is the representative, sorted by value (a
+    /// sorted vector: looked up for every adjacent pair of reads).
+    by_value: Vec<(Value, usize)>,
 }
 
 impl Versions {
     fn finish(&mut self) {
         debug_assert!(self.offsets.is_empty(), "finish runs once");
-        for (&offset, values) in &self.log {
-            let Some((&rep, _)) = values.first_key_value() else {
-                continue;
-            };
-            self.by_value.insert(rep, self.by_index.len());
-            self.offsets.push(offset);
-            self.by_index.push(rep);
+        // Stable sort: polls add offset-sorted runs, which it merges cheaply.
+        self.entries.sort();
+        self.entries.dedup_by_key(|e| (e.0, e.1));
+        for (i, &(offset, value, _)) in self.entries.iter().enumerate() {
+            if self.offsets.last() != Some(&offset) {
+                self.by_value.push((value, self.by_index.len()));
+                self.offsets.push(offset);
+                self.starts.push(i);
+                self.by_index.push(value);
+            }
         }
+        self.starts.push(self.entries.len());
+        // Sorted by (value, index): of a value's indices, keep the last.
+        self.by_value.sort_unstable();
+        self.by_value.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 = later.1;
+            }
+            same
+        });
         assert_eq!(self.offsets.len(), self.by_index.len());
+        assert_eq!(self.starts.len(), self.offsets.len() + 1);
+    }
+
+    /// The `(offset, value, witness)` entries at dense index `i`, by value.
+    pub fn at(&self, i: usize) -> &[(Offset, Value, OpId)] {
+        &self.entries[self.starts[i]..self.starts[i + 1]]
     }
 
     pub fn index(&self, v: Value) -> Option<usize> {
-        self.by_value.get(&v).copied()
+        self.by_value
+            .binary_search_by_key(&v, |e| e.0)
+            .ok()
+            .map(|i| self.by_value[i].1)
     }
 
     /// Dense-index difference `to - from`; 1 (no verdict) if either has no index.
@@ -61,14 +87,16 @@ impl Versions {
     }
 }
 
-/// Everything the checks share.
+/// Everything the checks share. Reads are kept as sorted vectors rather than nested maps,
+/// and `readers_of` is not indexed at all ([`Context::readers`] scans, for the few
+/// anomalies that are reported in full): a history holds many re-reads, and this is the
+/// simulator's per-seed hot path.
 pub(crate) struct Context<'a> {
     /// Every worker op (invocation + completion), in invocation order.
     pub ops: Vec<OpPair<'a>>,
     pub writer_of: BTreeMap<Key, BTreeMap<Value, OpId>>,
-    /// Every completed op that polled the value (any outcome), in invocation order.
-    pub readers_of: BTreeMap<Key, BTreeMap<Value, Vec<OpId>>>,
-    pub reads_ok: BTreeMap<Key, BTreeSet<Value>>,
+    /// Per key, the values `ok` ops read, sorted, without repeats.
+    pub reads_ok: BTreeMap<Key, Vec<Value>>,
     pub writes_fail: BTreeMap<Key, BTreeSet<Value>>,
     /// By [`OpId`]: `ok`, or `info` with a send that an `ok` op read.
     pub committed: Vec<bool>,
@@ -76,10 +104,11 @@ pub(crate) struct Context<'a> {
 }
 
 static NO_VERSIONS: Versions = Versions {
-    log: BTreeMap::new(),
+    entries: Vec::new(),
     offsets: Vec::new(),
+    starts: Vec::new(),
     by_index: Vec::new(),
-    by_value: BTreeMap::new(),
+    by_value: Vec::new(),
 };
 
 impl<'a> Context<'a> {
@@ -89,7 +118,6 @@ impl<'a> Context<'a> {
         let mut cx = Context {
             ops,
             writer_of: BTreeMap::new(),
-            readers_of: BTreeMap::new(),
             reads_ok: BTreeMap::new(),
             writes_fail: BTreeMap::new(),
             committed: Vec::new(),
@@ -123,6 +151,21 @@ impl<'a> Context<'a> {
         self.writer_of.get(&k).and_then(|m| m.get(&v)).copied()
     }
 
+    /// `readers_of[k][v]`: every completed op that polled `v` from `k`, in invocation
+    /// order. A scan of the whole history: call it only for anomalies kept in full.
+    pub fn readers(&self, k: Key, v: Value) -> impl Iterator<Item = OpId> + '_ {
+        (0..self.ops.len()).filter(move |&id| {
+            self.is_queue(id)
+                && self.ops[id]
+                    .completion
+                    .is_some_and(|c| c.polled().any(|r| (r.0, r.1) == (k, v)))
+        })
+    }
+
+    pub fn read_ok(&self, k: Key, v: Value) -> bool {
+        self.reads_ok.get(&k).is_some_and(|r| r.binary_search(&v).is_ok())
+    }
+
     fn queue_ids(&self) -> impl Iterator<Item = OpId> + '_ {
         (0..self.ops.len()).filter(|&id| self.is_queue(id))
     }
@@ -151,29 +194,27 @@ impl<'a> Context<'a> {
     }
 
     fn index_readers(&mut self) {
-        for id in self.queue_ids().collect::<Vec<_>>() {
-            let Some(done) = self.ops[id].completion else {
+        let mut reads_ok: BTreeMap<Key, Vec<Value>> = BTreeMap::new();
+        for id in self.queue_ids() {
+            let Some(done) = self.ops[id].completion.filter(|c| c.kind == OpType::Ok) else {
                 continue;
             };
             for (k, v, _) in done.polled() {
-                let readers = self.readers_of.entry(k).or_default().entry(v).or_default();
-                if readers.last() != Some(&id) {
-                    readers.push(id);
-                }
-                if done.kind == OpType::Ok {
-                    self.reads_ok.entry(k).or_default().insert(v);
-                }
+                reads_ok.entry(k).or_default().push(v);
             }
         }
+        for values in reads_ok.values_mut() {
+            // Stable sort: reads arrive as sorted runs, which it merges cheaply.
+            values.sort();
+            values.dedup();
+        }
+        self.reads_ok = reads_ok;
     }
 
     fn is_committed(&self, id: OpId) -> bool {
         match self.outcome(id) {
             OpType::Ok => true,
-            OpType::Info => self.ops[id]
-                .invoke
-                .sends()
-                .any(|(k, v, _)| self.reads_ok.get(&k).is_some_and(|r| r.contains(&v))),
+            OpType::Info => self.ops[id].invoke.sends().any(|(k, v, _)| self.read_ok(k, v)),
             OpType::Fail | OpType::Invoke => false,
         }
     }
@@ -185,15 +226,13 @@ impl<'a> Context<'a> {
             let pair = self.ops[id];
             if let Some(done) = pair.completion {
                 for (k, v, off) in done.polled() {
-                    let at = versions.entry(k).or_default().log.entry(off).or_default();
-                    at.entry(v).or_insert(id);
+                    versions.entry(k).or_default().entries.push((off, v, id));
                 }
             }
             if self.committed[id] {
                 for (k, v, off) in pair.last().sends() {
                     if let Some(off) = off {
-                        let at = versions.entry(k).or_default().log.entry(off).or_default();
-                        at.entry(v).or_insert(id);
+                        versions.entry(k).or_default().entries.push((off, v, id));
                     }
                 }
             }

@@ -139,14 +139,25 @@ impl Anomalies {
         ops: Vec<u64>,
         detail: impl FnOnce() -> serde_json::Value,
     ) {
+        self.add_with(kind, key, || (ops, detail()));
+    }
+
+    /// Records one anomaly whose ops and detail are only worked out if it is kept.
+    pub fn add_with(
+        &mut self,
+        kind: &str,
+        key: Option<Key>,
+        build: impl FnOnce() -> (Vec<u64>, serde_json::Value),
+    ) {
         let count = self.counts.entry(kind.to_string()).or_insert(0);
         *count += 1;
         let kept = self.kept.entry(kind.to_string()).or_default();
         if kept.len() < LIST_MAX {
+            let (ops, detail) = build();
             kept.push(Anomaly {
                 kind: kind.to_string(),
                 key,
-                detail: detail(),
+                detail,
                 ops,
             });
         }
@@ -235,7 +246,7 @@ fn fill_stats(cx: &Context, stats: &mut Stats) {
         }
     }
     stats.values_read = cx.reads_ok.values().map(|s| s.len()).sum();
-    let mut keys: Vec<Key> = cx.writer_of.keys().chain(cx.readers_of.keys()).copied().collect();
+    let mut keys: Vec<Key> = cx.writer_of.keys().chain(cx.versions.keys()).copied().collect();
     keys.sort_unstable();
     keys.dedup();
     stats.keys = keys.len();

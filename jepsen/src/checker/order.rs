@@ -11,23 +11,26 @@ use super::context::{Context, OpId, Versions};
 use super::{Anomalies, LIST_MAX};
 use crate::history::{Key, OpType, Value};
 
-/// Values an op sent (or read) per key, in op order.
-fn per_key(items: impl Iterator<Item = (Key, Value)>) -> BTreeMap<Key, Vec<Value>> {
-    let mut m: BTreeMap<Key, Vec<Value>> = BTreeMap::new();
-    for (k, v) in items {
-        m.entry(k).or_default().push(v);
-    }
-    m
+/// An op's `(key, value)` sends or reads, grouped by key (sorted), in op order within a
+/// key; walk the groups with `chunk_by`. One allocation per op: this runs for every op.
+fn per_key(items: impl Iterator<Item = (Key, Value)>) -> Vec<(Key, Value)> {
+    let mut v: Vec<(Key, Value)> = items.collect();
+    v.sort_by_key(|e| e.0);
+    v
 }
 
-fn sent_by(cx: &Context, id: OpId) -> BTreeMap<Key, Vec<Value>> {
+fn groups(v: &[(Key, Value)]) -> impl Iterator<Item = (Key, &[(Key, Value)])> {
+    v.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g))
+}
+
+fn sent_by(cx: &Context, id: OpId) -> Vec<(Key, Value)> {
     per_key(cx.ops[id].last().sends().map(|(k, v, _)| (k, v)))
 }
 
-fn read_by(cx: &Context, id: OpId) -> BTreeMap<Key, Vec<Value>> {
+fn read_by(cx: &Context, id: OpId) -> Vec<(Key, Value)> {
     match cx.ops[id].completion {
         Some(done) => per_key(done.polled().map(|(k, v, _)| (k, v))),
-        None => BTreeMap::new(),
+        None => Vec::new(),
     }
 }
 
@@ -43,35 +46,37 @@ fn pair_detail(vs: &Versions, k: Key, from: Value, to: Value, delta: i64) -> ser
 pub(crate) fn internal(cx: &Context, out: &mut Anomalies) {
     for id in (0..cx.ops.len()).filter(|&id| cx.is_queue(id)) {
         let h = cx.hindex(id);
-        for (k, values) in sent_by(cx, id) {
+        for (k, values) in groups(&sent_by(cx, id)) {
             let vs = cx.versions(k);
             for w in values.windows(2) {
-                let delta = vs.delta(w[0], w[1]);
+                let (a, b) = (w[0].1, w[1].1);
+                let delta = vs.delta(a, b);
                 let kind = match delta {
                     d if d < 1 => "int-nonmonotonic-send",
                     d if d > 1 => "int-send-skip",
                     _ => continue,
                 };
-                out.add(kind, Some(k), vec![h], || pair_detail(vs, k, w[0], w[1], delta));
+                out.add(kind, Some(k), vec![h], || pair_detail(vs, k, a, b, delta));
             }
         }
         let exempt: BTreeSet<Key> = cx.ops[id]
             .completion
             .map(|c| c.rebalance.iter().flat_map(|r| r.keys.iter().copied()).collect())
             .unwrap_or_default();
-        for (k, values) in read_by(cx, id) {
+        for (k, values) in groups(&read_by(cx, id)) {
             if exempt.contains(&k) {
                 continue;
             }
             let vs = cx.versions(k);
             for w in values.windows(2) {
-                let delta = vs.delta(w[0], w[1]);
+                let (a, b) = (w[0].1, w[1].1);
+                let delta = vs.delta(a, b);
                 let kind = match delta {
                     d if d < 1 => "int-nonmonotonic-poll",
                     d if d > 1 => "int-poll-skip",
                     _ => continue,
                 };
-                out.add(kind, Some(k), vec![h], || pair_detail(vs, k, w[0], w[1], delta));
+                out.add(kind, Some(k), vec![h], || pair_detail(vs, k, a, b, delta));
             }
         }
     }
@@ -114,7 +119,7 @@ pub(crate) fn across_ops(cx: &Context, out: &mut Anomalies) {
         let outcome = cx.outcome(id);
         if matches!(outcome, OpType::Ok | OpType::Info) {
             let last = sent.entry(process).or_default();
-            for (k, values) in sent_by(cx, id) {
+            for (k, values) in groups(&sent_by(cx, id)) {
                 compare(
                     cx,
                     id,
@@ -127,7 +132,7 @@ pub(crate) fn across_ops(cx: &Context, out: &mut Anomalies) {
             }
         }
         let last = read.entry(process).or_default();
-        for (k, values) in read_by(cx, id) {
+        for (k, values) in groups(&read_by(cx, id)) {
             let before = last.get(&k).copied();
             compare(cx, id, k, &values, last, ["poll-skip", "nonmonotonic-poll"], out);
             if outcome != OpType::Ok {
@@ -146,12 +151,12 @@ fn compare(
     cx: &Context,
     id: OpId,
     k: Key,
-    values: &[Value],
+    values: &[(Key, Value)],
     last: &mut BTreeMap<Key, (Value, OpId)>,
     kinds: [&'static str; 2],
     out: &mut Anomalies,
 ) {
-    let (Some(&first), Some(&final_value)) = (values.first(), values.last()) else {
+    let (Some(&(_, first)), Some(&(_, final_value))) = (values.first(), values.last()) else {
         return;
     };
     if let Some(&(prev, prev_op)) = last.get(&k) {

@@ -6,41 +6,45 @@ use serde_json::json;
 
 use super::context::Context;
 use super::Anomalies;
-use crate::history::OpType;
+use crate::history::{Key, OpType, Value};
 
+/// One anomaly per failed value that `ok` ops read, naming every such reader.
 pub(crate) fn aborted_read(cx: &Context, out: &mut Anomalies) {
     for (&k, failed) in &cx.writes_fail {
-        let Some(readers) = cx.readers_of.get(&k) else {
-            continue;
-        };
-        for &v in failed {
+        for &v in failed.iter().filter(|&&v| cx.read_ok(k, v)) {
             let Some(writer) = cx.writer(k, v) else {
                 continue;
             };
-            for &r in readers.get(&v).into_iter().flatten() {
-                if cx.outcome(r) != OpType::Ok || r == writer {
-                    continue;
-                }
-                let ops = vec![cx.hindex(writer), cx.hindex(r)];
-                out.add(
-                    "G1a",
-                    Some(k),
-                    ops,
-                    || json!({"key": k, "value": v, "writer": cx.hindex(writer), "reader": cx.hindex(r)}),
-                );
-            }
+            out.add_with("G1a", Some(k), || {
+                let readers: Vec<u64> = cx
+                    .readers(k, v)
+                    .filter(|&r| cx.outcome(r) == OpType::Ok)
+                    .map(|r| cx.hindex(r))
+                    .collect();
+                let ops = std::iter::once(cx.hindex(writer))
+                    .chain(readers.iter().copied())
+                    .collect();
+                let detail = json!({"key": k, "value": v, "writer": cx.hindex(writer), "readers": readers});
+                (ops, detail)
+            });
         }
     }
 }
 
+/// An op polled a value it sent itself.
 pub(crate) fn precommitted_read(cx: &Context, out: &mut Anomalies) {
-    for (&k, readers) in &cx.readers_of {
-        for (&v, ids) in readers {
-            let Some(writer) = cx.writer(k, v) else {
-                continue;
-            };
-            if ids.contains(&writer) {
-                let h = cx.hindex(writer);
+    for (id, pair) in cx.ops.iter().enumerate() {
+        let Some(done) = pair.completion.filter(|_| cx.is_queue(id)) else {
+            continue;
+        };
+        let mut sent: Vec<(Key, Value)> = done.sends().map(|(k, v, _)| (k, v)).collect();
+        if sent.is_empty() {
+            continue;
+        }
+        sent.sort_unstable();
+        for (k, v, _) in done.polled() {
+            if sent.binary_search(&(k, v)).is_ok() {
+                let h = done.index;
                 out.add(
                     "precommitted-read",
                     Some(k),

@@ -20,6 +20,7 @@ use crate::cluster::Grudge;
 const DURATION_S_MIN: f64 = 2.0;
 /// Times are rounded to milliseconds so the JSON stays readable and replays exactly.
 const TIME_QUANTUM_S: f64 = 0.001;
+const QUANTA_PER_S: f64 = 1000.0;
 
 /// One fault action, as it appears in `nemesis.json`. Node lists are names ("n1").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,8 +108,10 @@ pub struct Schedule {
     actions: Vec<Action>,
 }
 
+/// Rounds to whole milliseconds; dividing the integer count gives the double nearest the
+/// decimal, so the JSON prints it short ("10.761") and parses it back exactly.
 fn quantize(t_s: f64) -> f64 {
-    (t_s / TIME_QUANTUM_S).round() * TIME_QUANTUM_S
+    (t_s * QUANTA_PER_S).round() / QUANTA_PER_S
 }
 
 impl Schedule {
