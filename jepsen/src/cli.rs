@@ -217,3 +217,59 @@ fn default_gregor() -> Result<PathBuf, String> {
             .join(", ")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn parse(args: &[&str]) -> Result<RunOptions, String> {
+        let mut all = vec!["gregor-jepsen", "--gregor", "/bin/true"];
+        all.extend_from_slice(args);
+        options(Cli::try_parse_from(all).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let o = parse(&[
+            "--nodes",
+            "5",
+            "--nemesis",
+            "kill,partition",
+            "--workload",
+            "queue",
+            "--time-limit",
+            "300",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.nodes, o.seed, o.time_limit.as_secs(), o.replication),
+            (5, 7, 300, 3)
+        );
+        assert!(o.producer.idempotence);
+        assert!(o.results.to_string_lossy().ends_with("-seed7"));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let bad = |args: &[&str], needle: &str| {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        };
+        bad(&["--workload", "bank"], "'bank'");
+        bad(&["--nodes", "0"], "--nodes 0");
+        bad(&["--nemesis", "clock"], "clock");
+        bad(&["--retries", "0"], "--retries > 0");
+        bad(&["--nodes", "3", "--replication", "4"], "--replication 4");
+        bad(&["--sub-via", "seek"], "'seek'");
+        bad(&["--rate", "0"], "--rate");
+        assert!(parse(&["--retries", "0", "--idempotence", "false"]).is_ok());
+    }
+}

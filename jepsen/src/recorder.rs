@@ -95,3 +95,31 @@ pub fn event(process: i64, kind: OpType, f: &str, value: OpValue) -> Op {
         poll_ms: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Mop;
+
+    #[test]
+    fn numbers_events_in_order_and_writes_a_history_that_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let rec = Recorder::create(&path, Instant::now()).unwrap();
+        let send = |offset| {
+            OpValue::Mops(vec![Mop::Send {
+                key: 3,
+                value: 0,
+                offset,
+            }])
+        };
+        assert_eq!(rec.record(event(0, OpType::Invoke, "send", send(None))), 0);
+        assert_eq!(rec.record(event(0, OpType::Ok, "send", send(Some(5)))), 1);
+        assert_eq!(rec.len(), 2);
+        let h = rec.finish().unwrap();
+        assert!(h.ops[0].time <= h.ops[1].time);
+        let back = History::read_jsonl(std::io::BufReader::new(File::open(&path).unwrap())).unwrap();
+        assert_eq!(back.ops, h.ops);
+        back.validate().unwrap();
+    }
+}

@@ -491,3 +491,87 @@ pub fn fault_windows(h: &History, end_s: f64) -> Vec<FaultWindow> {
     out.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Mop, Op};
+
+    fn op(index: u64, secs: f64, process: i64, kind: OpType, f: &str, value: OpValue) -> Op {
+        Op::new(index, (secs * 1e9) as u64, process, kind, f, value)
+    }
+
+    fn nodes(n: &[&str]) -> OpValue {
+        OpValue::Other(json!({ "nodes": n }))
+    }
+
+    #[test]
+    fn fault_windows_pair_each_fault_with_its_undo() {
+        use OpType::*;
+        let h = History {
+            ops: vec![
+                op(0, 1.0, NEMESIS, Invoke, "kill", nodes(&["n2"])),
+                op(1, 1.5, NEMESIS, Info, "kill", nodes(&["n2"])),
+                op(
+                    2,
+                    2.0,
+                    NEMESIS,
+                    Info,
+                    "partition",
+                    OpValue::Other(json!({"shape": "halves"})),
+                ),
+                op(3, 4.0, NEMESIS, Info, "start", nodes(&["n2"])),
+                op(4, 5.0, NEMESIS, Info, "pause", nodes(&["n1", "n3"])),
+            ],
+        };
+        let w = fault_windows(&h, 9.0);
+        let got: Vec<(f64, f64, &str)> = w.iter().map(|w| (w.start_s, w.end_s, w.label.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1.5, 4.0, "kill n2"),
+                (2.0, 9.0, "partition halves"),
+                (5.0, 9.0, "pause n1,n3"),
+            ]
+        );
+    }
+
+    #[test]
+    fn op_samples_pair_invocations_with_completions_per_process() {
+        use OpType::*;
+        let send = |o| {
+            OpValue::Mops(vec![Mop::Send {
+                key: 1,
+                value: 2,
+                offset: o,
+            }])
+        };
+        let poll = OpValue::Mops(vec![Mop::Poll(vec![])]);
+        let h = History {
+            ops: vec![
+                op(0, 1.0, 0, Invoke, "send", send(None)),
+                op(1, 1.1, 1, Invoke, "poll", poll.clone()),
+                op(2, 1.2, NEMESIS, Info, "kill", nodes(&["n1"])),
+                op(3, 1.3, 1, Ok, "poll", poll),
+                op(4, 3.0, 0, Info, "send", send(None)),
+                op(5, 3.5, 2, Invoke, "send", send(None)),
+            ],
+        };
+        let s = op_samples(&h);
+        assert_eq!(s.len(), 2, "the nemesis and the open op are no samples");
+        assert_eq!((s[0].f.as_str(), s[0].outcome), ("poll", Outcome::Ok));
+        assert_eq!((s[1].f.as_str(), s[1].outcome), ("send", Outcome::Info));
+        assert!((s[1].complete_s - s[1].invoke_s - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn subnets_are_three_octets() {
+        assert_eq!(
+            parse_subnet("10.79.0").unwrap().base,
+            std::net::Ipv4Addr::new(10, 79, 0, 0)
+        );
+        assert!(parse_subnet("10.79").is_err());
+        assert!(parse_subnet("10.79.0.0").is_err());
+        assert!(parse_subnet("10.300.0").is_err());
+    }
+}

@@ -462,3 +462,97 @@ pub struct WorkerState {
     /// The process id its next process gets.
     pub next_id: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(key_count: usize, max_writes: u64) -> WorkloadOptions {
+        WorkloadOptions {
+            bootstrap: String::new(),
+            concurrency: 1,
+            rate: 1.0,
+            key_count,
+            max_writes_per_key: max_writes,
+            sub_via: SubVia::Both,
+            producer: ProducerSettings {
+                idempotence: true,
+                retries: 1,
+            },
+            replication: 1,
+            seed: 0,
+            send_timeout: Duration::from_secs(1),
+            final_time_limit: Duration::from_secs(1),
+            group: "g".into(),
+        }
+    }
+
+    fn gen(created_below: Key) -> Gen {
+        Gen {
+            active: Vec::new(),
+            written: BTreeMap::new(),
+            all: BTreeSet::new(),
+            next_key: 0,
+            created_below,
+            seen: BTreeMap::new(),
+            read: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn values_are_unique_per_key_and_keys_retire_after_their_budget() {
+        let o = opts(2, 3);
+        let mut g = gen(4);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut sent: BTreeSet<(Key, Value)> = BTreeSet::new();
+        for _ in 0..12 {
+            let (k, v) = g.next_send(&mut rng, &o).expect("a key while topics last");
+            assert!(sent.insert((k, v)), "({k}, {v}) sent twice");
+            assert!(v < 3, "key {k} got value {v} past its budget");
+        }
+        // Four keys with topics, three values each: nothing left until more topics exist.
+        assert_eq!(g.next_send(&mut rng, &o), None);
+        g.created_below = 6;
+        assert!(matches!(g.next_send(&mut rng, &o), Some((4 | 5, 0))));
+    }
+
+    #[test]
+    fn attach_keys_come_from_the_pool_or_are_unread() {
+        let o = opts(4, 100);
+        let mut g = gen(100);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        g.top_up(o.key_count);
+        g.saw(50, 7, false); // acknowledged, never read
+        g.saw(51, 3, false);
+        g.saw(51, 3, true); // read to its end
+        let mut unread_named = false;
+        for _ in 0..200 {
+            let keys = g.keys_to_attach(&mut rng, &o);
+            assert!(!keys.is_empty());
+            assert!(keys.iter().all(|k| *k < 4 || *k == 50), "{keys:?}");
+            unread_named |= keys.contains(&50);
+        }
+        assert!(unread_named, "poll-unseen never steered a consumer to key 50");
+    }
+
+    #[test]
+    fn skewed_index_stays_in_range_and_favours_the_front() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut counts = [0usize; 10];
+        for _ in 0..10_000 {
+            counts[skewed_index(&mut rng, 10)] += 1;
+        }
+        assert!(counts[0] > counts[5] && counts[5] > 0, "{counts:?}");
+        assert_eq!(skewed_index(&mut rng, 1), 0);
+    }
+
+    #[test]
+    fn sub_via_parses_and_names_itself() {
+        for s in ["assign", "subscribe", "assign,subscribe"] {
+            assert_eq!(SubVia::parse(s).unwrap().name(), s);
+        }
+        assert!(SubVia::parse("both").unwrap().subscribes());
+        assert!(!SubVia::Assign.subscribes());
+        assert!(SubVia::parse("seek").unwrap_err().contains("'seek'"));
+    }
+}
