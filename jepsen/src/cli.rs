@@ -86,10 +86,26 @@ struct Cli {
     /// Keep the nodes' data directories in the results folder (removed by default).
     #[arg(long)]
     keep_data: bool,
+    /// Check an existing history instead of running: a results folder or its
+    /// history.jsonl. The checker options come from the folder's test.json.
+    #[arg(long, value_name = "PATH")]
+    check: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(path) = &cli.check {
+        return match run::recheck(path) {
+            Err(e) => {
+                eprintln!("gregor-jepsen: {e}");
+                ExitCode::from(2)
+            }
+            Ok(outcome) => {
+                println!("{}", outcome.summary);
+                ExitCode::from(if outcome.valid { 0 } else { 1 })
+            }
+        };
+    }
     match options(cli) {
         Err(e) => {
             eprintln!("gregor-jepsen: {e}");

@@ -340,19 +340,7 @@ fn drive(
     let rec = Arc::try_unwrap(rec).map_err(|_| "history still shared at the end".to_string())?;
     let history = rec.finish().map_err(|e| format!("writing history.jsonl: {e}"))?;
 
-    let mut verdict = checker::check(&history, &checks);
-    if duplicates_allowed(o) {
-        verdict.bad_error_types.retain(|k| k != "duplicate");
-        verdict.valid = verdict.bad_error_types.is_empty();
-    }
-    // A run in which nothing was acknowledged or nothing read tested nothing: not a pass.
-    if verdict.stats.sends_acked == 0 || verdict.stats.values_read == 0 {
-        let kind = "nothing-acknowledged-or-read".to_string();
-        verdict.error_types.push(kind.clone());
-        verdict.anomaly_counts.insert(kind.clone(), 1);
-        verdict.bad_error_types.push(kind);
-        verdict.valid = false;
-    }
+    let verdict = judge(&history, &checks, duplicates_allowed(o));
     write_json(&results.join("verdict.json"), &verdict)?;
     let samples = op_samples(&history);
     let faults = fault_windows(&history, end_s);
@@ -396,6 +384,62 @@ fn drive(
         summary: checker::summary_line(&verdict),
         verdict,
         results: results.to_path_buf(),
+    })
+}
+
+/// The checker's verdict plus the harness's two rules: `duplicate` allowed when a retry
+/// without idempotence may store a value twice, and a run in which nothing was acknowledged
+/// or nothing read tested nothing, so it is not a pass.
+pub fn judge(history: &History, checks: &CheckOptions, duplicates_allowed: bool) -> Verdict {
+    let mut verdict = checker::check(history, checks);
+    if duplicates_allowed {
+        verdict.bad_error_types.retain(|k| k != "duplicate");
+        verdict.valid = verdict.bad_error_types.is_empty();
+    }
+    if verdict.stats.sends_acked == 0 || verdict.stats.values_read == 0 {
+        let kind = "nothing-acknowledged-or-read".to_string();
+        verdict.error_types.push(kind.clone());
+        verdict.anomaly_counts.insert(kind.clone(), 1);
+        verdict.bad_error_types.push(kind);
+        verdict.valid = false;
+    }
+    verdict
+}
+
+/// Checks the history of an earlier run again (`--check`): `path` is a results folder or
+/// its `history.jsonl`; the checker options come from the folder's `test.json`.
+pub fn recheck(path: &Path) -> Result<RunOutcome, String> {
+    let (dir, file) = if path.is_dir() {
+        (path.to_path_buf(), path.join("history.jsonl"))
+    } else {
+        (
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            path.to_path_buf(),
+        )
+    };
+    let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let history =
+        History::read_jsonl(std::io::BufReader::new(f)).map_err(|e| format!("{}: {e}", file.display()))?;
+    let test: serde_json::Value = match std::fs::read_to_string(dir.join("test.json")) {
+        Ok(text) => {
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.join("test.json").display()))?
+        }
+        Err(_) => serde_json::Value::Null,
+    };
+    let checks = test
+        .get("check_options")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let dups = test
+        .get("duplicates_allowed")
+        .and_then(|d| d.as_bool())
+        .unwrap_or(false);
+    let verdict = judge(&history, &checks, dups);
+    Ok(RunOutcome {
+        valid: verdict.valid,
+        summary: checker::summary_line(&verdict),
+        verdict,
+        results: dir,
     })
 }
 
@@ -573,5 +617,71 @@ mod tests {
         assert!(parse_subnet("10.79").is_err());
         assert!(parse_subnet("10.79.0.0").is_err());
         assert!(parse_subnet("10.300.0").is_err());
+    }
+
+    #[test]
+    fn recheck_reads_a_results_folder_and_applies_its_rules() {
+        use OpType::*;
+        let send = |k, v, o| {
+            OpValue::Mops(vec![Mop::Send {
+                key: k,
+                value: v,
+                offset: o,
+            }])
+        };
+        let poll = |r: Vec<(u64, u64, i64)>| OpValue::Mops(vec![Mop::Poll(r)]);
+        // Value 0 of key 1 is acknowledged twice at two offsets (a producer retry) and read
+        // by two consumers: a duplicate, fine without idempotence, an anomaly with it.
+        let ops = vec![
+            op(0, 0.1, 0, Invoke, "send", send(1, 0, None)),
+            op(1, 0.2, 0, Ok, "send", send(1, 0, Some(0))),
+            op(2, 0.3, 1, Invoke, "poll", poll(vec![])),
+            op(3, 0.4, 1, Ok, "poll", poll(vec![(1, 0, 0)])),
+            op(4, 0.5, 2, Invoke, "poll", poll(vec![])),
+            op(5, 0.6, 2, Ok, "poll", poll(vec![(1, 0, 1)])),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = std::fs::File::create(dir.path().join("history.jsonl")).unwrap();
+        History { ops }.write_jsonl(&mut f).unwrap();
+        let test = |dups: bool| {
+            let t = json!({"check_options": CheckOptions::default(), "duplicates_allowed": dups});
+            std::fs::write(dir.path().join("test.json"), t.to_string()).unwrap();
+            recheck(dir.path()).unwrap()
+        };
+        let strict = test(false);
+        assert!(
+            !strict.valid && strict.summary.contains("duplicate"),
+            "{}",
+            strict.summary
+        );
+        let lenient = test(true);
+        assert!(lenient.valid, "{}", lenient.summary);
+        assert!(recheck(&dir.path().join("missing.jsonl")).is_err());
+    }
+
+    #[test]
+    fn a_run_that_acknowledged_nothing_is_no_pass() {
+        use OpType::*;
+        let send = |o| {
+            OpValue::Mops(vec![Mop::Send {
+                key: 1,
+                value: 0,
+                offset: o,
+            }])
+        };
+        let h = History {
+            ops: vec![
+                op(0, 0.1, 0, Invoke, "send", send(None)),
+                op(1, 0.2, 0, Fail, "send", send(None)),
+                op(2, 0.3, 1, Invoke, "poll", OpValue::Mops(vec![Mop::Poll(vec![])])),
+                op(3, 0.4, 1, Ok, "poll", OpValue::Mops(vec![Mop::Poll(vec![])])),
+            ],
+        };
+        let v = judge(&h, &CheckOptions::default(), false);
+        assert!(!v.valid);
+        assert_eq!(
+            v.bad_error_types,
+            vec!["nothing-acknowledged-or-read".to_string()]
+        );
     }
 }
