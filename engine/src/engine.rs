@@ -152,6 +152,8 @@ pub struct Engine {
     /// (most applied records are leader changes, which move nothing).
     pub(crate) placement_changed: bool,
     pub(crate) controller: Controller,
+    /// This node's block of producer ids.
+    pub(crate) producer_ids: crate::replica::producer_ids::ProducerIdAlloc,
     /// Visible partitions: (topic, partition) → log.
     pub(crate) partitions: BTreeMap<(String, i32), LogId>,
     pub(crate) logs: BTreeMap<LogId, PartitionLog>,
@@ -203,6 +205,7 @@ impl Engine {
             meta_snapshot_writing: false,
             placement_changed: true,
             controller: Controller::default(),
+            producer_ids: Default::default(),
             partitions: BTreeMap::new(),
             logs: BTreeMap::new(),
             next_log_id: 1,

@@ -609,6 +609,14 @@ fn every_advertised_version_is_answered() {
                     v,
                     &OffsetDeleteRequest::default().with_group_id(group("g")),
                 ),
+                ApiKey::InitProducerId => h.send(
+                    1,
+                    api,
+                    v,
+                    &InitProducerIdRequest::default()
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1),
+                ),
                 other => panic!("no request built for {other:?}"),
             };
             h.settle();

@@ -513,3 +513,75 @@ fn a_data_dir_is_refused_with_another_voter_set() {
         "{fatal}"
     );
 }
+
+/// InitProducerId through node `via`, advancing time until answered.
+fn init_producer_id(c: &mut Cluster, via: i32) -> (i16, i64) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let seq = c.node(via).send(3, ApiKey::InitProducerId, 4, &req);
+    let mut waited = 0;
+    loop {
+        c.pump();
+        if let Some(ResponseKind::InitProducerId(r)) = c.node(via).take(3, seq, ApiKey::InitProducerId, 4) {
+            return (r.error_code, r.producer_id.0);
+        }
+        waited += 5;
+        assert!(waited < 6000, "InitProducerId not answered");
+        c.advance(5);
+    }
+}
+
+fn idempotent(pid: i64, seq: i32, value: &str) -> Bytes {
+    gregor_engine::batch::with_producer(&batch(value, 1), pid, 0, seq)
+}
+
+#[test]
+fn producer_ids_are_unique_across_nodes_and_retries_dedup_across_failover() {
+    let mut c = formed(3);
+    let ctl = c.controller().unwrap();
+    let mut ids = BTreeSet::new();
+    for round in 0..2 {
+        for via in 1..=3 {
+            let (e, id) = init_producer_id(&mut c, via);
+            assert_eq!(e, 0);
+            assert!(
+                ids.insert(id),
+                "round {round}: id {id} from node {via} given out twice"
+            );
+        }
+    }
+    assert_eq!(create(&mut c, ctl, "t", 1, 3), 0);
+    c.until(3_000, "a leader", |c| c.leader("t", 0).is_some());
+    let leader = c.leader("t", 0).unwrap();
+    let pid = *ids.iter().next().unwrap();
+    let mut offsets = Vec::new();
+    for seq in 0..4 {
+        let (e, base) = produce(&mut c, leader, "t", idempotent(pid, seq, &format!("v{seq}")));
+        assert_eq!(e, 0);
+        offsets.push(base);
+    }
+    // The new leader learned the producer's batches by replicating them.
+    c.crash(leader);
+    c.until(3_000, "a new leader", |c| c.leader("t", 0).is_some());
+    let new_leader = c.leader("t", 0).unwrap();
+    c.until(2_000, "the new leader serves", |c| {
+        fetch_values(c, new_leader, "t").0 == 0
+    });
+    for seq in 0..4 {
+        let (e, base) = produce(&mut c, new_leader, "t", idempotent(pid, seq, &format!("v{seq}")));
+        assert_eq!((e, base), (0, offsets[seq as usize]), "retry of seq {seq}");
+    }
+    let (e, _) = produce(&mut c, new_leader, "t", idempotent(pid, 4, "v4"));
+    assert_eq!(e, 0);
+    let (_, values) = fetch_values(&mut c, new_leader, "t");
+    assert_eq!(values, vec!["v0-0", "v1-0", "v2-0", "v3-0", "v4-0"]);
+    // The crashed node restarts and gives out only ids never given before.
+    c.restart(leader);
+    c.until(5_000, "the old leader is ready", |c| c.node(leader).ready);
+    let (e, id) = init_producer_id(&mut c, leader);
+    assert_eq!(e, 0);
+    assert!(ids.insert(id), "id {id} given out twice");
+}

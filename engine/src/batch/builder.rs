@@ -47,6 +47,19 @@ pub fn build_control_batch(key: Bytes, value: Bytes, timestamp_ms: i64) -> Bytes
     batch.freeze()
 }
 
+/// `batch` as an idempotent producer sends it: producer id, epoch and base sequence set,
+/// CRC recomputed.
+pub fn with_producer(batch: &[u8], producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
+    assert!(batch.len() >= HEADER_BYTES, "a whole batch");
+    let mut b = BytesMut::from(batch);
+    b[at::PRODUCER_ID..at::PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    b[at::PRODUCER_EPOCH..at::PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+    b[at::BASE_SEQUENCE..at::BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[at::ATTRIBUTES..]);
+    b[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
 /// Like [`build_batch`], with the records compressed as a Kafka producer would (snappy in
 /// snappy-java's framing, lz4 as independent-block frames).
 pub fn build_batch_compressed(records: &[RecordSpec], compression: Compression) -> Result<Bytes, BatchError> {

@@ -13,7 +13,7 @@ mod view;
 
 use thiserror::Error;
 
-pub use builder::{build_batch, build_batch_compressed, build_control_batch, RecordSpec};
+pub use builder::{build_batch, build_batch_compressed, build_control_batch, with_producer, RecordSpec};
 pub use records::{decode_records, iter_records, DecodedRecord, RecordIter, DECOMPRESSED_BYTES_MAX};
 pub use scan::{scan, scan_unchecked_crc, BatchScan, ScanStop};
 pub use validate::{validate_produce, BatchInfo};

@@ -46,6 +46,20 @@ pub struct ClusterImage {
     /// Topic id to name.
     pub names: BTreeMap<u128, String>,
     pub applied_end: u64,
+    /// The first producer id no block holds yet (ids below it were given out).
+    #[serde(default)]
+    pub next_producer_id: i64,
+    /// Each broker's newest producer id block.
+    #[serde(default)]
+    pub producer_blocks: BTreeMap<NodeId, ProducerBlock>,
+}
+
+/// A block of producer ids a broker was given: `[start, end)`, by the record at `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerBlock {
+    pub offset: u64,
+    pub start: i64,
+    pub end: i64,
 }
 
 /// What applying one record changed, for the layers that react (create or drop replicas,
@@ -69,6 +83,7 @@ pub enum ImageChange {
         topic: String,
         partition: i32,
     },
+    ProducerIds(NodeId),
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"GRS1";
@@ -188,6 +203,27 @@ impl ClusterImage {
                     topic: name.clone(),
                     partition: *partition,
                 }
+            }
+            MetaRecord::ProducerIds {
+                broker,
+                start,
+                end,
+                after: _,
+            } => {
+                // A block decided against an image a later block superseded overlaps it.
+                if *start < self.next_producer_id || *end <= *start {
+                    return ImageChange::None;
+                }
+                self.next_producer_id = *end;
+                self.producer_blocks.insert(
+                    *broker,
+                    ProducerBlock {
+                        offset,
+                        start: *start,
+                        end: *end,
+                    },
+                );
+                ImageChange::ProducerIds(*broker)
             }
         }
     }

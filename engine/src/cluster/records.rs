@@ -54,6 +54,14 @@ pub enum MetaRecord {
         leader: NodeId,
         epoch: i32,
     },
+    /// The controller gives `broker` the producer ids `[start, end)` (Kafka's
+    /// `ProducerIdsRecord`); it asked for a block from a record at or after `after`.
+    ProducerIds {
+        broker: NodeId,
+        start: i64,
+        end: i64,
+        after: u64,
+    },
 }
 
 /// Topic ids as 32 hex digits: serde_json cannot read a u128 inside a tagged enum.
@@ -79,6 +87,7 @@ impl MetaRecord {
             MetaRecord::AddPartitions { .. } => "AddPartitions",
             MetaRecord::DeleteTopic { .. } => "DeleteTopic",
             MetaRecord::LeaderChange { .. } => "LeaderChange",
+            MetaRecord::ProducerIds { .. } => "ProducerIds",
         }
     }
 

@@ -13,6 +13,7 @@ mod coordinator;
 mod decode;
 mod fetch;
 pub(crate) mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -40,6 +41,7 @@ pub mod code {
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const NOT_ENOUGH_REPLICAS: i16 = 19;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
@@ -53,6 +55,8 @@ pub mod code {
     pub const NOT_CONTROLLER: i16 = 41;
     pub const INVALID_REQUEST: i16 = 42;
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
@@ -85,6 +89,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The version range we serve for `key`, if we serve it.
@@ -114,6 +119,8 @@ pub(crate) enum PendingBody {
     Admin(admin::PendingAdmin),
     /// A group request; the group coordinator answers it.
     Group,
+    /// InitProducerId waiting for a block of producer ids.
+    InitProducerId,
 }
 
 /// The Kafka layer's state inside the engine.
@@ -133,6 +140,8 @@ pub(crate) struct KafkaState {
     fetch_waits: BTreeSet<(LogId, u64)>,
     /// Fetch and produce deadlines: (mono ms, request).
     deadlines: BTreeSet<(u64, u64)>,
+    /// InitProducerId requests waiting for a block of producer ids.
+    producer_id_waits: init_producer_id::ProducerIdWaits,
 }
 
 impl KafkaState {
@@ -163,6 +172,7 @@ impl KafkaState {
             .retain(|&(_, _, r, _)| requests.contains_key(&r));
         self.fetch_waits.retain(|&(_, r)| requests.contains_key(&r));
         self.deadlines.retain(|&(_, r)| requests.contains_key(&r));
+        self.producer_id_waits.retain(|r| requests.contains_key(&r));
     }
 }
 
@@ -297,6 +307,7 @@ impl Engine {
                 let body = self.handle_describe_configs(r);
                 self.respond(&ctx, body);
             }
+            R::InitProducerId(r) => self.handle_init_producer_id(ctx, r),
             other => match crate::group::GroupRequest::from_kind(other) {
                 Ok(req) => self.handle_group_request(ctx, client_id, req),
                 // decode_request only lets through the APIs in SUPPORTED_APIS.
@@ -428,6 +439,7 @@ impl Engine {
             self.kafka.deadlines.retain(|&(_, r)| r != id);
             match self.kafka.requests.get(&id).map(|p| &p.body) {
                 Some(PendingBody::Produce(_)) => self.produce_deadline(id),
+                Some(PendingBody::InitProducerId) => self.init_producer_id_deadline(id),
                 Some(PendingBody::Group) | None => {}
                 Some(_) => self.fetch_deadline(id),
             }

@@ -1,15 +1,22 @@
 //! Produce: validate each partition's batch, append it on the partition's Raft leader, and
 //! answer once every appended batch is acknowledged: acks=1 when the leader has it fsynced,
 //! acks=all when the high watermark (Raft's commit end) passes it; acks=0 gets no answer.
+//!
+//! A batch of an idempotent producer is first checked against the partition's producer
+//! state (`log/producers.rs`), which covers every appended batch, acknowledged or not. A
+//! retry of one of the producer's last five batches appends nothing and is answered with
+//! the original's base offset once the original is acknowledged (it waits exactly as the
+//! original's own answer does).
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::{code, str_bytes, Ctx, PendingBody};
-use crate::batch::validate_produce;
+use crate::batch::{validate_produce, BatchView};
 use crate::config::TimestampType;
 use crate::engine::Engine;
 use crate::log::partition::LogId;
+use crate::log::producers::{ProducerBatch, Verdict};
 use crate::Output;
 
 #[derive(Debug)]
@@ -151,18 +158,24 @@ impl Engine {
         let records = records.unwrap_or_default();
         let info = validate_produce(&records, log.config.max_message_bytes)
             .map_err(|e| (e.error_code(), Some(e.to_string())))?;
+        let append_time = if log.config.timestamp_type == TimestampType::LogAppendTime {
+            wall_ms
+        } else {
+            -1
+        };
+        let log_start = log.log_start_offset as i64;
+        if let Some(original) = check_producer(&log.producers, &records)? {
+            // A retry: the original's offsets, acknowledged when the original is. (Kafka
+            // answers a duplicate with the original's base offset and log start only.)
+            return Ok((log_id, original.0, original.1, -1, log_start));
+        }
         let (base, last) = log.append(&mut self.q, &records, info, wall_ms).map_err(|_| {
             (
                 code::KAFKA_STORAGE_ERROR,
                 Some("the log is recovering from a failed write".into()),
             )
         })?;
-        let append_time = if log.config.timestamp_type == TimestampType::LogAppendTime {
-            wall_ms
-        } else {
-            -1
-        };
-        Ok((log_id, base, last, append_time, log.log_start_offset as i64))
+        Ok((log_id, base, last, append_time, log_start))
     }
 
     /// Answers the produces whose batches on `log` are now acknowledged.
@@ -258,5 +271,65 @@ impl Engine {
             let response = std::mem::take(&mut pp.response);
             self.finish(id, Some(ResponseKind::Produce(response)));
         }
+    }
+}
+
+/// Kafka's idempotence checks on a validated batch: `Ok(None)` to append it,
+/// `Ok(Some((base, last)))` for a duplicate of the batch at those offsets.
+#[allow(clippy::type_complexity)]
+fn check_producer(
+    producers: &crate::log::producers::ProducerStates,
+    records: &bytes::Bytes,
+) -> Result<Option<(u64, u64)>, (i16, Option<String>)> {
+    let Ok(view) = BatchView::parse_unchecked_crc(records) else {
+        unreachable!("validate_produce accepted exactly one whole batch")
+    };
+    let Some(batch) = ProducerBatch::of(&view) else {
+        return Ok(None);
+    };
+    if batch.epoch < 0 || batch.first_seq < 0 {
+        return Err((
+            code::INVALID_RECORD,
+            Some(format!(
+                "a batch of producer {} needs an epoch and a sequence (got {} and {})",
+                batch.producer_id, batch.epoch, batch.first_seq
+            )),
+        ));
+    }
+    match producers.check(&batch) {
+        Verdict::Append => Ok(None),
+        Verdict::Duplicate {
+            base_offset,
+            last_offset,
+        } => {
+            tracing::debug!(
+                producer_id = batch.producer_id,
+                seq = batch.first_seq,
+                base_offset,
+                "duplicate batch"
+            );
+            Ok(Some((base_offset, last_offset)))
+        }
+        Verdict::StaleEpoch { current } => Err((
+            code::INVALID_PRODUCER_EPOCH,
+            Some(format!(
+                "producer {} epoch {} is older than its current epoch {current}",
+                batch.producer_id, batch.epoch
+            )),
+        )),
+        Verdict::OutOfOrder { expected_after } => Err((
+            code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            Some(if expected_after < 0 {
+                format!(
+                    "producer {} starts epoch {} at sequence {}, not 0",
+                    batch.producer_id, batch.epoch, batch.first_seq
+                )
+            } else {
+                format!(
+                    "producer {} epoch {}: sequence {} does not follow {expected_after}",
+                    batch.producer_id, batch.epoch, batch.first_seq
+                )
+            }),
+        )),
     }
 }

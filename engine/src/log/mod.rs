@@ -4,6 +4,7 @@ pub mod index;
 pub mod partition;
 #[cfg(test)]
 mod partition_tests;
+pub mod producers;
 pub mod read;
 pub mod recovery;
 pub mod segment;

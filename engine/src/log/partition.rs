@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use super::epochs::{EpochHistory, CHECKPOINT_FILE};
+use super::producers::{ProducerBatch, ProducerStates};
 use super::recovery::Recovered;
 use super::segment::Segment;
 use super::stored::StoredBatch;
@@ -152,6 +153,8 @@ pub struct PartitionLog {
     cut: Option<Cut>,
     /// (base, last) of the most recent batches, newest last, for Raft's batch lookups.
     recent: VecDeque<(u64, u64)>,
+    /// Idempotent producers' last batches: covers exactly `[log_start_offset, leo)`.
+    pub producers: ProducerStates,
     /// Raft's commit end when a replica drives this log; without one, the durable end is
     /// the high watermark (the single-node behaviour before replication).
     pub commit_end: Option<u64>,
@@ -176,7 +179,12 @@ impl PartitionLog {
         recovered: Recovered,
         tail_cache_bytes: usize,
     ) -> Self {
-        let Recovered { segments, epochs, .. } = recovered;
+        let Recovered {
+            segments,
+            epochs,
+            producers,
+            ..
+        } = recovered;
         assert!(!segments.is_empty(), "a log has an active segment");
         let leo = segments.last().map_or(0, |s| s.next_offset);
         let durable_position = segments.last().map_or(0, |s| s.size_bytes);
@@ -204,6 +212,7 @@ impl PartitionLog {
             epochs,
             cut: None,
             recent: VecDeque::new(),
+            producers,
             commit_end: None,
             is_leader: true,
             serving_from: 0,
@@ -353,8 +362,12 @@ impl PartitionLog {
         let base = self.leo;
         let last = base + info.last_offset_delta as u64;
         let log_append_time = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(wall_ms);
+        let producer = batch::BatchView::parse_unchecked_crc(records)
+            .ok()
+            .and_then(|view| ProducerBatch::of(&view));
         let bytes = StoredBatch::stamp(records, base as i64, self.leader_epoch, log_append_time);
         let max_ts = log_append_time.unwrap_or(info.max_timestamp);
+        self.observe_producer(producer, base, last, wall_ms);
         self.enqueue(
             q,
             self.leader_epoch,
@@ -367,6 +380,15 @@ impl PartitionLog {
             wall_ms,
         );
         Ok((base, last))
+    }
+
+    /// Every replica's producer state follows every append (see `producers.rs`).
+    fn observe_producer(&mut self, producer: Option<ProducerBatch>, base: u64, last: u64, wall_ms: i64) {
+        assert_eq!(base, self.leo, "producer state is observed at the log end");
+        if let Some(p) = producer {
+            self.producers.observe(&p, base, last, wall_ms);
+        }
+        self.producers.expire(wall_ms);
     }
 
     /// Takes a batch at the log end: epoch history, tail cache, then the write queue.
@@ -456,6 +478,7 @@ impl PartitionLog {
             view.max_timestamp()
         };
         let (base, last) = (base as u64, last as u64);
+        self.observe_producer(ProducerBatch::of(&view), base, last, wall_ms);
         let bytes = StoredBatch::whole(batch);
         self.enqueue(
             q,
@@ -492,6 +515,7 @@ impl PartitionLog {
         }
         self.tail.truncate_from(offset);
         self.epochs.truncate_from(offset);
+        self.producers.truncate_from(offset);
         self.forget_from(offset);
         self.leo = offset;
         self.written_end = self.written_end.min(offset);
@@ -929,6 +953,7 @@ impl PartitionLog {
         self.deferred.clear();
         self.tail.truncate_from(b.offset);
         self.epochs.truncate_from(b.offset);
+        self.producers.truncate_from(b.offset);
         self.forget_from(b.offset);
         self.leo = self.leo.min(b.offset);
         self.emitted_end = b.offset;

@@ -1,6 +1,12 @@
 //! Recovery of one partition log at start: list its directory, load the indexes of closed
 //! segments (rebuilding any that are missing or damaged by scanning their segment), scan
 //! the active segment batch by batch and cut it at the first torn or corrupt batch.
+//! Idempotent producers' state is rebuilt from the batch headers on the way: the segments
+//! that are scanned anyway feed it, and closed segments whose indexes load are read once
+//! more for their headers ([`Phase::ProducerScan`]) unless every batch in them is older
+//! than the producer expiration (their time index says so). That read is the cost of a
+//! start: up to the whole log of the last day. Kafka bounds it with producer snapshots
+//! (`<offset>.snapshot` files written at each roll); Gregor does not write them yet.
 //!
 //! Invariant relied on (see `partition.rs`): only the last segment can hold bytes that were
 //! never fsynced, so only its tail can be torn. A batch that was fsynced whole is never cut:
@@ -10,6 +16,7 @@ use bytes::Bytes;
 
 use super::epochs::{EpochHistory, CHECKPOINT_FILE};
 use super::index::{OffsetIndex, TimeIndex};
+use super::producers::{ProducerBatch, ProducerStates, PRODUCER_ID_EXPIRATION_MS};
 use super::segment::{parse_file_name, Segment};
 use crate::batch::{self, BatchView, StoredBatchError};
 use crate::io::{DirEntry, IoError, IoOp, IoResult};
@@ -25,8 +32,16 @@ enum Phase {
     CreateDir,
     CreateFirstSegment,
     ReadIndex,
-    ReadTimeIndex { index: Option<OffsetIndex> },
-    Scan { position: u64 },
+    ReadTimeIndex {
+        index: Option<OffsetIndex>,
+    },
+    Scan {
+        position: u64,
+    },
+    /// Reading a closed segment (indexes loaded) for its producer fields only.
+    ProducerScan {
+        position: u64,
+    },
     Truncate,
     Done,
 }
@@ -48,6 +63,8 @@ pub struct Recovered {
     pub epochs: EpochHistory,
     /// The bytes of the replica's Raft state file, if it has one (decoded by its owner).
     pub raft_state: Option<Bytes>,
+    /// Idempotent producers' state as the recovered batches leave it.
+    pub producers: ProducerStates,
 }
 
 /// The Raft state file beside a log (written and decoded by `crate::replica`).
@@ -67,6 +84,7 @@ pub struct Recovery {
     done: Vec<Segment>,
     epochs: EpochHistory,
     raft_state: Option<Bytes>,
+    producers: ProducerStates,
     phase: Phase,
 }
 
@@ -89,6 +107,7 @@ impl Recovery {
             done: Vec::new(),
             epochs: EpochHistory::new(),
             raft_state: None,
+            producers: ProducerStates::new(),
             phase: Phase::List,
         };
         (r, RecoveryStep::Io(IoOp::List { dir: dir.to_string() }))
@@ -128,6 +147,7 @@ impl Recovery {
                 segments: vec![Segment::new(&self.dir, 0)],
                 epochs: std::mem::take(&mut self.epochs),
                 raft_state: self.raft_state.take(),
+                producers: ProducerStates::new(),
             })),
             (Phase::ReadIndex, r) => {
                 let index = match r {
@@ -160,7 +180,7 @@ impl Recovery {
                             seg.max_timestamp_offset = off;
                         }
                         seg.time_index = time_index;
-                        Ok(self.finish_segment())
+                        Ok(self.producer_scan(0, None))
                     }
                     _ => {
                         tracing::info!(dir = %self.dir, file = %self.segment_ref().file, "rebuilding index");
@@ -169,6 +189,15 @@ impl Recovery {
                 }
             }
             (Phase::Scan { position, .. }, IoResult::Read(bytes)) => Ok(self.scanned(position, bytes)),
+            (Phase::ProducerScan { position }, IoResult::Read(bytes)) => {
+                Ok(self.producer_scanned(position, &bytes))
+            }
+            (Phase::ProducerScan { position }, IoResult::Err(e)) => {
+                // Only producer state is lost (its producers count as unknown, accepted at any
+                // sequence); the segment itself was recovered from its indexes.
+                tracing::warn!(file = %self.segment_ref().file, position, error = %e, "reading producer state from a segment failed");
+                Ok(self.finish_segment())
+            }
             (Phase::Truncate, IoResult::Done) => Ok(self.finish_segment()),
             (phase, IoResult::Err(e)) => Err(format!("recovering {} ({phase:?}): {e}", self.dir)),
             (phase, other) => Err(format!(
@@ -307,7 +336,7 @@ impl Recovery {
         let interval = self.index_interval_bytes;
         let file_size = self.files[self.current].1;
         let mut at = 0usize;
-        let mut noted: Vec<(u64, u64, i64, u64, i32)> = Vec::new();
+        let mut noted: Vec<(u64, u64, i64, u64, i32, Option<ProducerBatch>)> = Vec::new();
         let stop = loop {
             if at == bytes.len() {
                 break None;
@@ -323,7 +352,8 @@ impl Recovery {
                     } else {
                         view.max_timestamp()
                     };
-                    noted.push((base, last, ts, view.size_bytes() as u64, epoch));
+                    let producer = ProducerBatch::of(&view);
+                    noted.push((base, last, ts, view.size_bytes() as u64, epoch, producer));
                     at += view.size_bytes();
                 }
                 Err(e) => break Some(e),
@@ -331,12 +361,15 @@ impl Recovery {
         };
         let seg = self.segment.as_mut().expect("a segment is being recovered");
         let mut dense = true;
-        for (base, last, ts, size, epoch) in noted.iter().copied() {
+        for (base, last, ts, size, epoch, producer) in noted.iter().copied() {
             if base != seg.next_offset {
                 dense = false;
                 break;
             }
             seg.note_batch(base, last, ts, size, interval);
+            if let Some(p) = producer {
+                self.producers.observe(&p, base, last, ts);
+            }
             if epoch >= 0 {
                 self.epochs.observe(epoch, base);
             }
@@ -411,10 +444,75 @@ impl Recovery {
         let end = segments.last().map_or(0, |s| s.next_offset);
         let mut epochs = std::mem::take(&mut self.epochs);
         epochs.truncate_from(end);
+        let mut producers = std::mem::take(&mut self.producers);
+        producers.truncate_from(end);
+        producers.expire(self.wall_ms);
         RecoveryStep::Done(Recovered {
             segments,
             epochs,
             raft_state: self.raft_state.take(),
+            producers,
         })
+    }
+
+    /// Reads the closed segment being recovered (its indexes loaded) from `position` for
+    /// its producer fields; skipped when its newest batch is older than the expiration.
+    fn producer_scan(&mut self, position: u64, at_least: Option<u64>) -> RecoveryStep {
+        let file_size = self.files[self.current].1;
+        let seg = self.segment_ref();
+        let expired = seg.max_timestamp_ms < self.wall_ms.saturating_sub(PRODUCER_ID_EXPIRATION_MS);
+        if expired || position >= file_size {
+            return self.finish_segment();
+        }
+        let len = SCAN_CHUNK_BYTES
+            .max(at_least.unwrap_or(0))
+            .min(file_size - position)
+            .min(u64::from(u32::MAX));
+        let file = seg.file.clone();
+        self.phase = Phase::ProducerScan { position };
+        RecoveryStep::Io(IoOp::Read {
+            file,
+            position,
+            len: len as u32,
+        })
+    }
+
+    /// Feeds the producer fields of the whole batches in a chunk; stops at the first batch
+    /// that does not parse (the index and the offsets are what recovery trusts here).
+    fn producer_scanned(&mut self, position: u64, bytes: &[u8]) -> RecoveryStep {
+        let mut at = 0usize;
+        loop {
+            match BatchView::parse_unchecked_crc(&bytes[at..]) {
+                Ok(view) => {
+                    // A batch whose CRC fails (damage recovery does not look for in closed
+                    // segments) says nothing trustworthy about its producer.
+                    let intact = self.skip_crc || view.crc() == view.compute_crc();
+                    if let Some(p) = ProducerBatch::of(&view).filter(|_| intact) {
+                        let (base, last) =
+                            (view.base_offset().max(0) as u64, view.last_offset().max(0) as u64);
+                        self.producers.observe(&p, base, last, view.max_timestamp());
+                    }
+                    at += view.size_bytes();
+                }
+                Err(StoredBatchError::Incomplete) if !bytes.is_empty() => {
+                    let rest = &bytes[at..];
+                    let need = if rest.len() >= batch::LOG_OVERHEAD {
+                        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]).max(0) as u64;
+                        batch::LOG_OVERHEAD as u64 + len
+                    } else {
+                        batch::LOG_OVERHEAD as u64
+                    };
+                    let next = position + at as u64;
+                    if next + need > self.files[self.current].1 {
+                        return self.finish_segment();
+                    }
+                    return self.producer_scan(next, Some(need));
+                }
+                Err(_) => return self.finish_segment(),
+            }
+            if at == bytes.len() {
+                return self.producer_scan(position + at as u64, None);
+            }
+        }
     }
 }

@@ -118,7 +118,7 @@ impl Engine {
             && self.image.applied_end >= log.commit_end.unwrap_or(0)
     }
 
-    fn metadata_term(&self) -> i32 {
+    pub(crate) fn metadata_term(&self) -> i32 {
         self.replicas
             .get(&GroupId::METADATA)
             .map_or(-1, |r| r.raft.term())
@@ -179,6 +179,7 @@ impl Engine {
     /// After the image, the partitions or the metadata leadership changed: forget applied
     /// proposals, bootstrap an empty image, answer the admin requests that can be answered.
     pub(crate) fn controller_progress(&mut self) {
+        self.producer_ids_progress();
         let applied = self.image.applied_end;
         let term = self.metadata_term();
         self.controller.proposed.keep_term(term);
@@ -261,6 +262,7 @@ impl Engine {
     pub(crate) fn announce(&mut self) {
         let leading: Vec<(GroupId, i32)> = self.controller.leading.iter().map(|(g, t)| (*g, *t)).collect();
         self.announce_groups(leading);
+        self.send_producer_ids_ask();
     }
 
     /// [`Self::announce`] for `leading` (entries of `controller.leading`) only.
@@ -365,6 +367,7 @@ impl Engine {
                 }
             }
             Control::AutoCreate { topic } => self.auto_create_topic(&topic),
+            Control::AllocateProducerIds { after } => self.grant_producer_ids(from, after),
         }
     }
 }

@@ -49,6 +49,10 @@ pub enum Control {
     /// A client's Metadata asked the sender for an unknown topic and auto-creation is on:
     /// the controller creates it with the defaults (nothing if it exists by then).
     AutoCreate { topic: String },
+    /// The sender needs a block of producer ids, from a metadata record at or after
+    /// `after` (one past what its image had applied and its log held when it asked: a
+    /// block it may have used before a restart is never taken again).
+    AllocateProducerIds { after: u64 },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

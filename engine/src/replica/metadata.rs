@@ -173,7 +173,7 @@ impl Engine {
                     tracing::info!(topic = %name, "metadata: topic deleted")
                 }
                 ImageChange::Broker(node) => tracing::info!(node, "metadata: broker registered"),
-                ImageChange::Leader { .. } | ImageChange::None => {}
+                ImageChange::Leader { .. } | ImageChange::ProducerIds(_) | ImageChange::None => {}
             }
         }
         if matches!(

@@ -17,6 +17,7 @@ pub mod controller;
 pub mod envelope;
 pub mod hard_state;
 pub mod metadata;
+pub mod producer_ids;
 
 use std::collections::BTreeSet;
 
