@@ -330,7 +330,7 @@ fn check_committed(
 
 /// Kafka error codes after which a produce definitely did not append. (Storage errors,
 /// timeouts and leadership errors leave the outcome unknown.)
-const DEFINITE_PRODUCE_ERRORS: &[i16] = &[2, 3, 10, 17, 18, 21, 35, 87];
+pub(crate) const DEFINITE_PRODUCE_ERRORS: &[i16] = &[2, 3, 10, 17, 18, 21, 35, 87];
 
 /// A produce that failed definitely must never become visible.
 fn check_failed_invisible(h: &History, reads: &Reads, v: &mut impl FnMut(&'static str, String)) {

@@ -6,6 +6,7 @@
 //! nemesis), [`disk`], [`clock`], [`net`] (the peer network and its nemesis), [`client`] +
 //! [`wire`] (simulated Kafka clients), [`group_client`] + [`group_check`] (group consumers
 //! and the group invariants), [`history`], [`check`] (end-of-run checker),
+//! [`jepsen_history`] (the same history judged by `gregor_jepsen`'s queue checker),
 //! [`invariants`] (per-step Raft invariants), [`trace`] (the determinism hash).
 
 pub mod check;
@@ -16,6 +17,7 @@ pub mod group_check;
 pub mod group_client;
 pub mod history;
 pub mod invariants;
+pub mod jepsen_history;
 pub mod net;
 pub mod runner;
 pub mod swarm;

@@ -1365,6 +1365,7 @@ impl Sim {
         violations.append(&mut self.client_violations);
         if self.shared.final_done {
             violations.extend(check_history(&self.history, &params));
+            violations.extend(crate::jepsen_history::check_jepsen(&self.history, &params).1);
         }
         if let Some(g) = &self.groups {
             violations.extend(g.check(&GroupCheckParams {

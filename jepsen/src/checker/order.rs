@@ -124,7 +124,7 @@ pub(crate) fn across_ops(cx: &Context, out: &mut Anomalies) {
                     cx,
                     id,
                     k,
-                    &values,
+                    values,
                     last,
                     ["nonmonotonic-send", "nonmonotonic-send"],
                     out,
@@ -134,7 +134,7 @@ pub(crate) fn across_ops(cx: &Context, out: &mut Anomalies) {
         let last = read.entry(process).or_default();
         for (k, values) in groups(&read_by(cx, id)) {
             let before = last.get(&k).copied();
-            compare(cx, id, k, &values, last, ["poll-skip", "nonmonotonic-poll"], out);
+            compare(cx, id, k, values, last, ["poll-skip", "nonmonotonic-poll"], out);
             if outcome != OpType::Ok {
                 match before {
                     Some(b) => last.insert(k, b),
