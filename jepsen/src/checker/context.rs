@@ -70,17 +70,28 @@ impl Versions {
             .map(|i| self.by_value[i].1)
     }
 
-    /// Dense-index difference `to - from`; 1 (no verdict) if either has no index.
-    pub fn delta(&self, from: Value, to: Value) -> i64 {
-        match (self.index(from), self.index(to)) {
+    /// Where a value seen at `offset` sits: the dense index of that offset when the offset
+    /// is in the version order (a poll's or an acknowledged send's offset is a fact), else
+    /// the value's index. Offsets keep a duplicated value's two copies apart, where the
+    /// value alone would name only its last copy and make a consumer that read the first
+    /// copy look as if it skipped or went back.
+    pub fn pos(&self, v: Value, offset: Option<Offset>) -> Option<usize> {
+        offset
+            .and_then(|o| self.offsets.binary_search(&o).ok())
+            .or_else(|| self.index(v))
+    }
+
+    /// [`Self::pos`] difference `to - from`; 1 (no verdict) if either has no index.
+    pub fn pos_delta(&self, from: Option<usize>, to: Option<usize>) -> i64 {
+        match (from, to) {
             (Some(a), Some(b)) => b as i64 - a as i64,
             _ => 1,
         }
     }
 
-    /// The representatives strictly between `from` and `to` (at most `max`).
-    pub fn between(&self, from: Value, to: Value, max: usize) -> Vec<Value> {
-        match (self.index(from), self.index(to)) {
+    /// The representatives strictly between dense indices `from` and `to` (at most `max`).
+    pub fn between_pos(&self, from: Option<usize>, to: Option<usize>, max: usize) -> Vec<Value> {
+        match (from, to) {
             (Some(a), Some(b)) if b > a + 1 => self.by_index[a + 1..b].iter().take(max).copied().collect(),
             _ => Vec::new(),
         }

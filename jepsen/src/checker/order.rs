@@ -9,37 +9,46 @@ use serde_json::json;
 
 use super::context::{Context, OpId, Versions};
 use super::{Anomalies, LIST_MAX};
-use crate::history::{Key, OpType, Value};
+use crate::history::{Key, Offset, OpType, Value};
 
-/// An op's `(key, value)` sends or reads, grouped by key (sorted), in op order within a
-/// key; walk the groups with `chunk_by`. One allocation per op: this runs for every op.
-fn per_key(items: impl Iterator<Item = (Key, Value)>) -> Vec<(Key, Value)> {
-    let mut v: Vec<(Key, Value)> = items.collect();
+/// One send or read: its value and, where known, its offset (see [`Versions::pos`]).
+type Item = (Key, Value, Option<Offset>);
+
+/// An op's sends or reads, grouped by key (sorted), in op order within a key; walk the
+/// groups with `chunk_by`. One allocation per op: this runs for every op.
+fn per_key(items: impl Iterator<Item = Item>) -> Vec<Item> {
+    let mut v: Vec<Item> = items.collect();
     v.sort_by_key(|e| e.0);
     v
 }
 
-fn groups(v: &[(Key, Value)]) -> impl Iterator<Item = (Key, &[(Key, Value)])> {
+fn groups(v: &[Item]) -> impl Iterator<Item = (Key, &[Item])> {
     v.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g))
 }
 
-fn sent_by(cx: &Context, id: OpId) -> Vec<(Key, Value)> {
-    per_key(cx.ops[id].last().sends().map(|(k, v, _)| (k, v)))
+fn sent_by(cx: &Context, id: OpId) -> Vec<Item> {
+    per_key(cx.ops[id].last().sends())
 }
 
-fn read_by(cx: &Context, id: OpId) -> Vec<(Key, Value)> {
+fn read_by(cx: &Context, id: OpId) -> Vec<Item> {
     match cx.ops[id].completion {
-        Some(done) => per_key(done.polled().map(|(k, v, _)| (k, v))),
+        Some(done) => per_key(done.polled().map(|(k, v, o)| (k, v, Some(o)))),
         None => Vec::new(),
     }
 }
 
 /// What an adjacent pair `(from, to)` of one key looks like in the version order.
-fn pair_detail(vs: &Versions, k: Key, from: Value, to: Value, delta: i64) -> serde_json::Value {
+fn pair_detail(vs: &Versions, k: Key, from: Item, to: Item, delta: i64) -> serde_json::Value {
+    let (a, b) = (vs.pos(from.1, from.2), vs.pos(to.1, to.2));
     json!({
-        "key": k, "values": [from, to], "indices": [vs.index(from), vs.index(to)],
-        "delta": delta, "skipped": vs.between(from, to, LIST_MAX),
+        "key": k, "values": [from.1, to.1], "offsets": [from.2, to.2], "indices": [a, b],
+        "delta": delta, "skipped": vs.between_pos(a, b, LIST_MAX),
     })
+}
+
+/// The dense-index delta from `a` to `b`.
+fn delta(vs: &Versions, a: Item, b: Item) -> i64 {
+    vs.pos_delta(vs.pos(a.1, a.2), vs.pos(b.1, b.2))
 }
 
 /// Successive sends (`sends == true`) or reads of one key inside every op.
@@ -49,8 +58,8 @@ pub(crate) fn internal(cx: &Context, out: &mut Anomalies) {
         for (k, values) in groups(&sent_by(cx, id)) {
             let vs = cx.versions(k);
             for w in values.windows(2) {
-                let (a, b) = (w[0].1, w[1].1);
-                let delta = vs.delta(a, b);
+                let (a, b) = (w[0], w[1]);
+                let delta = delta(vs, a, b);
                 let kind = match delta {
                     d if d < 1 => "int-nonmonotonic-send",
                     d if d > 1 => "int-send-skip",
@@ -69,8 +78,8 @@ pub(crate) fn internal(cx: &Context, out: &mut Anomalies) {
             }
             let vs = cx.versions(k);
             for w in values.windows(2) {
-                let (a, b) = (w[0].1, w[1].1);
-                let delta = vs.delta(a, b);
+                let (a, b) = (w[0], w[1]);
+                let delta = delta(vs, a, b);
                 let kind = match delta {
                     d if d < 1 => "int-nonmonotonic-poll",
                     d if d > 1 => "int-poll-skip",
@@ -82,8 +91,8 @@ pub(crate) fn internal(cx: &Context, out: &mut Anomalies) {
     }
 }
 
-/// Per process: the last thing it sent / read per key, as (value, op).
-type Positions = BTreeMap<i64, BTreeMap<Key, (Value, OpId)>>;
+/// Per process: the last thing it sent / read per key, with the op.
+type Positions = BTreeMap<i64, BTreeMap<Key, (Item, OpId)>>;
 
 /// An `ok`/`info` assign or subscribe keeps only the keys it names.
 fn on_assign(cx: &Context, id: OpId, state: &mut Positions) -> bool {
@@ -151,17 +160,17 @@ fn compare(
     cx: &Context,
     id: OpId,
     k: Key,
-    values: &[(Key, Value)],
-    last: &mut BTreeMap<Key, (Value, OpId)>,
+    values: &[Item],
+    last: &mut BTreeMap<Key, (Item, OpId)>,
     kinds: [&'static str; 2],
     out: &mut Anomalies,
 ) {
-    let (Some(&(_, first)), Some(&(_, final_value))) = (values.first(), values.last()) else {
+    let (Some(&first), Some(&final_item)) = (values.first(), values.last()) else {
         return;
     };
     if let Some(&(prev, prev_op)) = last.get(&k) {
         let vs = cx.versions(k);
-        let delta = vs.delta(prev, first);
+        let delta = delta(vs, prev, first);
         let kind = match delta {
             d if d > 1 && kinds[0] != kinds[1] => Some(kinds[0]),
             d if d < 1 => Some(kinds[1]),
@@ -172,5 +181,5 @@ fn compare(
             out.add(kind, Some(k), ops, || pair_detail(vs, k, prev, first, delta));
         }
     }
-    last.insert(k, (final_value, id));
+    last.insert(k, (final_item, id));
 }

@@ -162,6 +162,22 @@ fn duplicate_one_value_at_two_offsets() {
     assert!(!v.valid);
 }
 
+/// A producer retry stores A twice (offsets 1 and 2). A consumer that reads the first copy,
+/// the second and then B is in order, and so is the producer: positions come from offsets,
+/// so only the duplicate is reported (the value alone names only its last copy, which made
+/// the first read look like a skip back in a 30-minute real-cluster run).
+#[test]
+fn a_duplicated_value_is_no_skip_or_step_back_for_its_readers_and_writer() {
+    let mut h = H::default();
+    h.send(0, X, A, Some(1))
+        .send(0, X, B, Some(3))
+        .poll(1, &[(X, A, 1)])
+        .poll(1, &[(X, A, 2), (X, B, 3)])
+        .poll(2, &[(X, A, 1), (X, A, 2), (X, B, 3)]);
+    let v = h.check();
+    assert_eq!(v.error_types, vec!["duplicate".to_string()], "{:?}", v.anomalies);
+}
+
 #[test]
 fn lost_write_everything_before_a_read_value_must_have_been_read() {
     let mut h = H::default();
