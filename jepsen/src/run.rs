@@ -407,7 +407,8 @@ pub fn judge(history: &History, checks: &CheckOptions, duplicates_allowed: bool)
 }
 
 /// Checks the history of an earlier run again (`--check`): `path` is a results folder or
-/// its `history.jsonl`; the checker options come from the folder's `test.json`.
+/// its `history.jsonl`; the checker options come from the folder's `test.json`. Given a
+/// folder, the verdict is also written to its `verdict-recheck.json`.
 pub fn recheck(path: &Path) -> Result<RunOutcome, String> {
     let (dir, file) = if path.is_dir() {
         (path.to_path_buf(), path.join("history.jsonl"))
@@ -435,6 +436,10 @@ pub fn recheck(path: &Path) -> Result<RunOutcome, String> {
         .and_then(|d| d.as_bool())
         .unwrap_or(false);
     let verdict = judge(&history, &checks, dups);
+    // Next to the run's own verdict.json, which stays as the run wrote it.
+    if path.is_dir() {
+        write_json(&dir.join("verdict-recheck.json"), &verdict)?;
+    }
     Ok(RunOutcome {
         valid: verdict.valid,
         summary: checker::summary_line(&verdict),
@@ -656,6 +661,7 @@ mod tests {
         );
         let lenient = test(true);
         assert!(lenient.valid, "{}", lenient.summary);
+        assert!(dir.path().join("verdict-recheck.json").is_file());
         assert!(recheck(&dir.path().join("missing.jsonl")).is_err());
     }
 
