@@ -90,7 +90,7 @@ const LATENCY_POINTS_MAX: usize = 20_000;
 /// Latency 0 has no place on a log axis; it is drawn at this floor.
 const LATENCY_FLOOR_MS: f64 = 0.01;
 /// Bound on per-window text labels; beyond it, only the legend names fault kinds.
-const FAULT_LABELS_MAX: usize = 40;
+const FAULT_LABELS_MAX: usize = 15;
 /// Minimum time axis, so an empty run still draws a sensible frame.
 const TIME_AXIS_MIN_S: f64 = 1.0;
 
@@ -575,8 +575,9 @@ where
     .map_err(|e| e.to_string())
 }
 
-/// Shades each fault window from `y_lo` to `y_hi` and labels the first
-/// `FAULT_LABELS_MAX` at the top, staggered over three rows so neighbours don't collide.
+/// Shades each fault window from `y_lo` to `y_hi` and, when there are at most
+/// `FAULT_LABELS_MAX` (more would overprint each other; the legend names the kinds),
+/// labels them at the top, staggered over three rows so neighbours don't collide.
 fn draw_bands<Y>(
     chart: &mut Chart<'_, '_, Y>,
     bands: &[Band],
@@ -600,7 +601,12 @@ where
     let font = (FONT, BAND_LABEL_FONT_PX)
         .into_font()
         .color(&RGBColor(60, 60, 60));
-    let labels = bands.iter().take(FAULT_LABELS_MAX).enumerate();
+    let shown = if bands.len() <= FAULT_LABELS_MAX {
+        bands.len()
+    } else {
+        0
+    };
+    let labels = bands.iter().take(shown).enumerate();
     chart
         .draw_series(labels.map(|(index, band)| {
             let row_px = 4 + 16 * (index % 3) as i32;

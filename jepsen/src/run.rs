@@ -408,7 +408,8 @@ pub fn judge(history: &History, checks: &CheckOptions, duplicates_allowed: bool)
 
 /// Checks the history of an earlier run again (`--check`): `path` is a results folder or
 /// its `history.jsonl`; the checker options come from the folder's `test.json`. Given a
-/// folder, the verdict is also written to its `verdict-recheck.json`.
+/// folder, the verdict is also written to its `verdict-recheck.json` and the plots are
+/// drawn again.
 pub fn recheck(path: &Path) -> Result<RunOutcome, String> {
     let (dir, file) = if path.is_dir() {
         (path.to_path_buf(), path.join("history.jsonl"))
@@ -436,9 +437,27 @@ pub fn recheck(path: &Path) -> Result<RunOutcome, String> {
         .and_then(|d| d.as_bool())
         .unwrap_or(false);
     let verdict = judge(&history, &checks, dups);
-    // Next to the run's own verdict.json, which stays as the run wrote it.
+    // Next to the run's own verdict.json, which stays as the run wrote it; the plots are
+    // drawn again (with this version's plotting).
     if path.is_dir() {
         write_json(&dir.join("verdict-recheck.json"), &verdict)?;
+        let end_s = history.ops.last().map_or(0.0, |o| o.time as f64 / 1e9);
+        let title = format!(
+            "gregor-jepsen seed {}: {}, {} nodes",
+            test.get("seed").unwrap_or(&json!("?")),
+            test.get("nemesis").and_then(|n| n.as_str()).unwrap_or("?"),
+            test.get("nodes").unwrap_or(&json!("?")),
+        );
+        plot::plot_run(
+            &dir,
+            &PlotSpec {
+                title: &title,
+                ops: &op_samples(&history),
+                faults: &fault_windows(&history, end_s),
+                end_s,
+            },
+        )
+        .map_err(|e| format!("plots: {e}"))?;
     }
     Ok(RunOutcome {
         valid: verdict.valid,
@@ -662,6 +681,7 @@ mod tests {
         let lenient = test(true);
         assert!(lenient.valid, "{}", lenient.summary);
         assert!(dir.path().join("verdict-recheck.json").is_file());
+        assert!(dir.path().join("throughput.svg").is_file());
         assert!(recheck(&dir.path().join("missing.jsonl")).is_err());
     }
 
