@@ -27,7 +27,7 @@ run() { # name, extra args...
     set +e
     "$JEPSEN" --nodes 3 --time-limit 60 --seed "$SEED" --nemesis isolate-leader,partition-isolate \
         --nemesis-interval 10 --final-wait 5 --final-time-limit 60 --sub-via assign \
-        --prefix gjpl --gregor "$GREGOR" --results "$OUT/$name" "$@" 2>&1 | tail -n 4
+        --prefix gjpl --subnet 10.76.0 --gregor "$GREGOR" --results "$OUT/$name" "$@" 2>&1 | tail -n 4
     local rc=${PIPESTATUS[0]}
     set -e
     echo "$name: gregor-jepsen exited $rc"
