@@ -4,47 +4,15 @@
 mod common;
 
 use bytes::Bytes;
-use common::Harness;
+use common::{create_topic as create, topic_name as name, Harness};
 use gregor_engine::batch::{build_batch, decode_records, scan, RecordSpec};
 use gregor_engine::BrokerConfig;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn create(h: &mut Harness, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
-    let t = CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(-1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(StrBytes::from_string(k.to_string()))
-                        .with_value(Some(StrBytes::from_string(v.to_string())))
-                })
-                .collect(),
-        );
-    let r = h.call(
-        ApiKey::CreateTopics,
-        5,
-        &CreateTopicsRequest::default()
-            .with_topics(vec![t])
-            .with_timeout_ms(1000),
-    );
-    let ResponseKind::CreateTopics(r) = r else {
-        panic!()
-    };
-    r.topics[0].error_code
-}
 
 fn records(prefix: &str, n: usize, ts: i64) -> Vec<RecordSpec> {
     (0..n)

@@ -5,10 +5,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::Harness;
+use common::{create_topic, topic_name as name, Harness};
 use gregor_engine::batch::{build_batch, with_producer, RecordSpec};
 use gregor_engine::BrokerConfig;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -17,36 +16,8 @@ const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNSUPPORTED_VERSION: i16 = 35;
 
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
 fn create(h: &mut Harness, topic: &str, configs: &[(&str, &str)]) {
-    let t = CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(1)
-        .with_replication_factor(-1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(StrBytes::from_string(k.to_string()))
-                        .with_value(Some(StrBytes::from_string(v.to_string())))
-                })
-                .collect(),
-        );
-    let r = h.call(
-        ApiKey::CreateTopics,
-        5,
-        &CreateTopicsRequest::default()
-            .with_topics(vec![t])
-            .with_timeout_ms(1000),
-    );
-    let ResponseKind::CreateTopics(r) = r else {
-        panic!()
-    };
-    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(create_topic(h, topic, 1, configs), 0);
 }
 
 fn batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {

@@ -81,19 +81,7 @@ impl Recorder {
 
 /// A new event (index and time are filled in by [`Recorder::record`]).
 pub fn event(process: i64, kind: OpType, f: &str, value: OpValue) -> Op {
-    Op {
-        index: 0,
-        time: 0,
-        process,
-        kind,
-        f: f.to_string(),
-        value,
-        seek_to_beginning: None,
-        rebalance: Vec::new(),
-        error: None,
-        node: None,
-        poll_ms: None,
-    }
+    Op::new(0, 0, process, kind, f, value)
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use gregor_engine::{BrokerConfig, DirEntry, Engine, Input, IoError, IoOp, IoResult, Output, Time};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, RequestHeader, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 #[derive(Default, Clone)]
 pub struct MemDisk {
@@ -289,4 +292,38 @@ impl Harness {
         disk.crash();
         Harness::with_disk(self.config, disk)
     }
+}
+
+/// A topic name as kafka-protocol spells it.
+pub fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// CreateTopics v5 of one topic with default replication; returns its error code.
+pub fn create_topic(h: &mut Harness, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+    let t = CreatableTopic::default()
+        .with_name(topic_name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(-1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_value(Some(StrBytes::from_string(v.to_string())))
+                })
+                .collect(),
+        );
+    let r = h.call(
+        ApiKey::CreateTopics,
+        5,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(1000),
+    );
+    let ResponseKind::CreateTopics(r) = r else {
+        panic!()
+    };
+    r.topics[0].error_code
 }
