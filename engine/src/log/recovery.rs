@@ -311,17 +311,9 @@ impl Recovery {
             self.phase = Phase::Scan { position };
             return self.end_scan(position);
         }
-        let len = SCAN_CHUNK_BYTES
-            .max(at_least.unwrap_or(0))
-            .min(file_size - position)
-            .min(u64::from(u32::MAX));
-        let file = seg.file.clone();
+        let read = chunk_read(seg, position, at_least, file_size);
         self.phase = Phase::Scan { position };
-        RecoveryStep::Io(IoOp::Read {
-            file,
-            position,
-            len: len as u32,
-        })
+        RecoveryStep::Io(read)
     }
 
     fn parse<'a>(&self, bytes: &'a [u8]) -> Result<BatchView<'a>, StoredBatchError> {
@@ -464,17 +456,9 @@ impl Recovery {
         if expired || position >= file_size {
             return self.finish_segment();
         }
-        let len = SCAN_CHUNK_BYTES
-            .max(at_least.unwrap_or(0))
-            .min(file_size - position)
-            .min(u64::from(u32::MAX));
-        let file = seg.file.clone();
+        let read = chunk_read(seg, position, at_least, file_size);
         self.phase = Phase::ProducerScan { position };
-        RecoveryStep::Io(IoOp::Read {
-            file,
-            position,
-            len: len as u32,
-        })
+        RecoveryStep::Io(read)
     }
 
     /// Feeds the producer fields of the whole batches in a chunk; stops at the first batch
@@ -514,5 +498,20 @@ impl Recovery {
                 return self.producer_scan(position + at as u64, None);
             }
         }
+    }
+}
+
+/// The read of the next scan chunk of `seg` at `position` (below `file_size`): at least
+/// `at_least` bytes when a batch is known to need them, else `SCAN_CHUNK_BYTES`, never
+/// past the file's end.
+fn chunk_read(seg: &Segment, position: u64, at_least: Option<u64>, file_size: u64) -> IoOp {
+    let len = SCAN_CHUNK_BYTES
+        .max(at_least.unwrap_or(0))
+        .min(file_size - position)
+        .min(u64::from(u32::MAX));
+    IoOp::Read {
+        file: seg.file.clone(),
+        position,
+        len: len as u32,
     }
 }
