@@ -9,17 +9,15 @@ mod common;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use common::{Harness, MemDisk};
+use common::{creatable_topic, topic_name as name, Harness, MemDisk};
 use gregor_engine::batch::{build_batch, decode_records, scan, RecordSpec};
 use gregor_engine::config::Voter;
 use gregor_engine::raft::Role;
 use gregor_engine::{BrokerConfig, Input};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_CONTROLLER: i16 = 41;
@@ -172,10 +170,6 @@ impl Cluster {
     }
 }
 
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
 fn create(c: &mut Cluster, via: i32, topic: &str, partitions: i32, rf: i16) -> i16 {
     create_with(c, via, topic, partitions, rf, &[])
 }
@@ -188,21 +182,7 @@ fn create_with(
     rf: i16,
     configs: &[(&str, &str)],
 ) -> i16 {
-    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
-    let t = CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(rf)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(StrBytes::from_string(k.to_string()))
-                        .with_value(Some(StrBytes::from_string(v.to_string())))
-                })
-                .collect(),
-        );
+    let t = creatable_topic(topic, partitions, rf, configs);
     let req = CreateTopicsRequest::default()
         .with_topics(vec![t])
         .with_timeout_ms(5000);

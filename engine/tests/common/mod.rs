@@ -299,12 +299,12 @@ pub fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-/// CreateTopics v5 of one topic with default replication; returns its error code.
-pub fn create_topic(h: &mut Harness, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
-    let t = CreatableTopic::default()
+/// One topic of a CreateTopics request (`rf` -1: the broker's default replication).
+pub fn creatable_topic(topic: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) -> CreatableTopic {
+    CreatableTopic::default()
         .with_name(topic_name(topic))
         .with_num_partitions(partitions)
-        .with_replication_factor(-1)
+        .with_replication_factor(rf)
         .with_configs(
             configs
                 .iter()
@@ -314,7 +314,12 @@ pub fn create_topic(h: &mut Harness, topic: &str, partitions: i32, configs: &[(&
                         .with_value(Some(StrBytes::from_string(v.to_string())))
                 })
                 .collect(),
-        );
+        )
+}
+
+/// CreateTopics v5 of one topic with default replication; returns its error code.
+pub fn create_topic(h: &mut Harness, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+    let t = creatable_topic(topic, partitions, -1, configs);
     let r = h.call(
         ApiKey::CreateTopics,
         5,
