@@ -48,6 +48,14 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// `socket.request.max.bytes`: enforced by the shell's framing.
     pub socket_request_max_bytes: i32,
+    /// `fetch.max.bytes` (KIP-541): the most bytes one Fetch response carries, whatever the
+    /// request asks (still at least one batch, as with the request's own limit).
+    pub fetch_max_bytes: i32,
+    /// `num.network.threads`: the shell's runtime threads, which read requests, write
+    /// responses and run the engine's driver. 1 (the default, unlike Kafka's 3) is one
+    /// thread for all of it, which spends the least CPU per request: nothing is handed
+    /// between threads but disk work.
+    pub num_network_threads: i32,
     /// Bytes of recent batches each partition keeps in memory for tailing consumers
     /// (an engine setting, not a Kafka key; the simulator turns it down to exercise disk reads).
     pub tail_cache_bytes: usize,
@@ -137,6 +145,8 @@ impl Default for BrokerConfig {
             log_retention_bytes: -1,
             min_insync_replicas: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            num_network_threads: 1,
             tail_cache_bytes: 4 * 1024 * 1024,
             rng_seed: 0,
             planted: PlantedBugs::default(),
@@ -228,6 +238,14 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "socket.request.max.bytes",
         doc: "largest request frame accepted",
+    },
+    BrokerKey {
+        name: "num.network.threads",
+        doc: "threads for client and peer connections and the engine's driver (read at start-up)",
+    },
+    BrokerKey {
+        name: "fetch.max.bytes",
+        doc: "most bytes one Fetch response carries (at least one batch)",
     },
     BrokerKey {
         name: "offsets.topic.num.partitions",
@@ -390,6 +408,8 @@ impl BrokerConfig {
             "socket.request.max.bytes" => {
                 self.socket_request_max_bytes = at_least(key, parse_num(key, value)?, 1)?
             }
+            "fetch.max.bytes" => self.fetch_max_bytes = at_least(key, parse_num(key, value)?, 1024)?,
+            "num.network.threads" => self.num_network_threads = at_least(key, parse_num(key, value)?, 1)?,
             "offsets.topic.num.partitions" => {
                 self.group.offsets_topic_partitions = at_least(key, parse_num(key, value)?, 1)?
             }
@@ -463,6 +483,8 @@ impl BrokerConfig {
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "log.cleanup.policy" => "delete".to_string(),
             "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
+            "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
+            "num.network.threads" => self.num_network_threads.to_string(),
             "offsets.topic.num.partitions" => self.group.offsets_topic_partitions.to_string(),
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
             "group.min.session.timeout.ms" => self.group.session_timeout_ms_min.to_string(),
@@ -606,6 +628,17 @@ mod tests {
         c.set("num.partitions", "8").unwrap();
         c.set("log.message.timestamp.type", "LogAppendTime").unwrap();
         assert_eq!(c.get("num.partitions").as_deref(), Some("8"));
+        assert_eq!(c.get("fetch.max.bytes").as_deref(), Some("57671680"));
+        c.set("fetch.max.bytes", "1048576").unwrap();
+        assert_eq!(c.fetch_max_bytes, 1 << 20);
+        assert!(
+            c.set("fetch.max.bytes", "1023").is_err(),
+            "Kafka's minimum is 1024"
+        );
+        assert_eq!(c.get("num.network.threads").as_deref(), Some("1"));
+        c.set("num.network.threads", "4").unwrap();
+        assert_eq!(c.num_network_threads, 4);
+        assert!(c.set("num.network.threads", "0").is_err());
         assert_eq!(
             c.get("log.message.timestamp.type").as_deref(),
             Some("LogAppendTime")

@@ -174,6 +174,39 @@ fn unsynced_writes_are_not_acknowledged_and_vanish_on_crash() {
     assert_eq!((hw, vals.len()), (4, 2), "no-op, a-0, a-1, the new term's no-op");
 }
 
+/// The broker's `fetch.max.bytes` caps what a request may ask for, from the tail cache and
+/// from disk alike, and still gives at least one batch.
+#[test]
+fn broker_fetch_max_bytes_caps_every_response() {
+    for tail_cache_bytes in [4 << 20, 0] {
+        let config = BrokerConfig {
+            fetch_max_bytes: 2048,
+            tail_cache_bytes,
+            ..BrokerConfig::default()
+        };
+        let mut h = Harness::new(config);
+        assert_eq!(create(&mut h, "t", 1, &[]), 0);
+        // 20 batches of ~1,000 bytes each (one 900-byte record).
+        for i in 0..20 {
+            let batch = build_batch(&[RecordSpec {
+                key: None,
+                value: Some(Bytes::from(format!("{i:03}").repeat(300))),
+                headers: vec![],
+                timestamp_ms: 1000,
+            }]);
+            assert_eq!(produce(&mut h, "t", 0, batch).0, 0);
+        }
+        let (err, _, vals) = fetch(&mut h, "t", 0, 1, 1 << 30);
+        assert_eq!(err, 0);
+        assert_eq!(vals.len(), 2, "2,048 bytes hold two ~1,000-byte batches");
+        assert_eq!((vals[0].0, vals[1].0), (1, 2));
+        // After a restart (reads from the segment file) the cap holds too.
+        let mut restarted = h.crash_restart();
+        let (_, _, vals) = fetch(&mut restarted, "t", 0, 5, 1 << 30);
+        assert_eq!(vals.iter().map(|v| v.0).collect::<Vec<_>>(), [5, 6]);
+    }
+}
+
 #[test]
 fn small_segments_roll_and_reads_use_the_index() {
     let config = BrokerConfig {

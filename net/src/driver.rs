@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gregor_engine::{ConnId, Input, IoResult, Output, Time};
+use gregor_engine::{ConnId, Input, IoResult, Output, Time, Token};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
@@ -40,6 +40,8 @@ const ACCEPT_RETRY_MS: u64 = 100;
 pub(crate) enum Event {
     /// An engine input, from a connection or the disk executor.
     Input(Input),
+    /// Disk completions, in the order their ops ran (one writer's back-to-back run).
+    IoDone(Vec<(Token, IoResult)>),
     /// A connection is up; its answers go to `tx`. Precedes its first request.
     Opened {
         conn: ConnId,
@@ -155,9 +157,9 @@ pub(crate) async fn drive<E: Driven>(
 }
 
 fn start_disk(config: &ShellConfig, events_tx: mpsc::Sender<Event>) -> Result<DiskExecutor, ShellError> {
-    let done: Completion = Arc::new(move |token, result| {
+    let done: Completion = Arc::new(move |done: Vec<(Token, IoResult)>| {
         // Fails only once the driver is gone, when no one waits for the answer any more.
-        let _ = events_tx.blocking_send(Event::Input(Input::IoDone { token, result }));
+        let _ = events_tx.blocking_send(Event::IoDone(done));
     });
     let disk_config = DiskConfig {
         root: config.data_dir.clone(),
@@ -227,6 +229,11 @@ impl<E: Driven> Driver<E> {
             Event::Opened { conn, tx } => {
                 let previous = self.conns.insert(conn, tx);
                 debug_assert!(previous.is_none(), "connection ids are never reused");
+            }
+            Event::IoDone(done) => {
+                for (token, result) in done {
+                    self.step(Input::IoDone { token, result });
+                }
             }
             Event::Input(input) => {
                 if let Input::ConnectionClosed { conn } = &input {

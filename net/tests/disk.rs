@@ -23,8 +23,11 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let (tx, done) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        let completion: Completion = Arc::new(move |token, result| {
-            tx.lock().unwrap().send((token, result)).unwrap();
+        let completion: Completion = Arc::new(move |done: Vec<(Token, IoResult)>| {
+            let tx = tx.lock().unwrap();
+            for completion in done {
+                tx.send(completion).unwrap();
+            }
         });
         let config = DiskConfig {
             root: dir.path().to_path_buf(),

@@ -179,6 +179,11 @@ impl Settings {
         self.peers.as_ref()
     }
 
+    /// `num.network.threads`: how many threads the runtime gets.
+    pub fn network_threads(&self) -> usize {
+        usize::try_from(self.broker.num_network_threads).map_or(1, |n| n.max(1))
+    }
+
     /// The final config: `listen_addr` (the address actually bound) is advertised unless the
     /// file or a flag named another; `rng_seed` comes from the OS.
     pub fn finish(mut self, listen_addr: &str, rng_seed: u64) -> Result<BrokerConfig, NodeError> {

@@ -69,7 +69,18 @@ fn run(args: Args) -> Result<(), NodeError> {
     // Flags and the config file fail first, before any port or directory is touched.
     let settings = config::load(&args)?;
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One runtime thread (the default) runs connections and the driver together: a
+    // request, the step it causes and its answer need no thread hand-offs. More threads
+    // spread connection work, at the cost of waking the driver across threads.
+    let threads = settings.network_threads();
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = builder
         .enable_all()
         .thread_name("gregor-rt")
         .build()

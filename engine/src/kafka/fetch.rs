@@ -89,7 +89,10 @@ impl Engine {
             topics,
             parts,
             min_bytes: req.min_bytes.max(0) as usize,
-            max_bytes: req.max_bytes.max(0) as usize,
+            // Fetch v0-2 has no total limit (Kafka reads it as i32::MAX); the broker's
+            // fetch.max.bytes caps every version.
+            max_bytes: if ctx.version < 3 { i32::MAX } else { req.max_bytes }
+                .clamp(0, self.config.fetch_max_bytes) as usize,
             expired: wait_ms == 0,
             gathering: false,
             reading: 0,

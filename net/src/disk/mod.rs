@@ -24,8 +24,13 @@ use tracing::error;
 
 use handles::HandleCache;
 
-/// Receives every completion, on the worker thread that ran the op.
-pub type Completion = Arc<dyn Fn(Token, IoResult) + Send + Sync>;
+/// Receives completions, on the worker thread that ran the ops: a writer hands over the
+/// completions of every op it ran back to back (in the order they ran, which is their
+/// submission order), a reader one at a time.
+pub type Completion = Arc<dyn Fn(Vec<(Token, IoResult)>) + Send + Sync>;
+
+/// Ops a writer runs back to back, at most, before it reports their completions.
+const WRITER_BATCH_MAX: usize = 64;
 
 /// Where and with how many threads the executor runs.
 #[derive(Clone, Debug)]
@@ -58,8 +63,20 @@ impl DiskExecutor {
             thread::Builder::new()
                 .name(format!("gregor-disk-w{i}"))
                 .spawn(move || {
+                    // Ops already queued behind the one just run (an Append and the Sync
+                    // emitted with it, say) run before their completions are reported
+                    // together: one wake of the driver rather than one per op. An Append's
+                    // completion may thus wait for a Sync queued after it; the engine needs
+                    // both before it answers anyway.
                     while let Ok(job) = rx.recv() {
-                        ctx.run(job);
+                        let mut done = vec![ctx.execute(job)];
+                        while done.len() < WRITER_BATCH_MAX {
+                            match rx.try_recv() {
+                                Ok(job) => done.push(ctx.execute(job)),
+                                Err(_) => break,
+                            }
+                        }
+                        (ctx.done)(done);
                     }
                 })?;
             writers.push(tx);
@@ -80,7 +97,7 @@ impl DiskExecutor {
                         rx.recv()
                     };
                     match job {
-                        Ok(job) => ctx.run(job),
+                        Ok(job) => (ctx.done)(vec![ctx.execute(job)]),
                         Err(_) => return,
                     }
                 })?;
@@ -112,9 +129,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&self, (token, op): Job) {
-        let result = ops::execute(&self.handles, op);
-        (self.done)(token, result);
+    fn execute(&self, (token, op): Job) -> (Token, IoResult) {
+        (token, ops::execute(&self.handles, op))
     }
 }
 

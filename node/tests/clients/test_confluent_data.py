@@ -116,6 +116,13 @@ def test_many_batches_many_partitions(broker):
         assert [m.offset() for m in msgs] == want
 
 
+@pytest.mark.gregor_only
+def test_many_batches_many_partitions_on_three_network_threads(broker_factory):
+    """The same with `num.network.threads = 3`: connections and the driver on a
+    multi-threaded runtime instead of the default single thread."""
+    test_many_batches_many_partitions(broker_factory(config={"num.network.threads": 3}))
+
+
 def test_assign_and_seek_to_middle(broker):
     """Record i is at FIRST_DATA_OFFSET + i: reading from the middle of the log, from offset 0
     (the no-op, which the client skips) and after a seek returns exactly the records there."""
