@@ -640,10 +640,24 @@ def test_confluent_three_member_rebalance_time(gbroker):
 
 
 def kp_consumer(bootstrap: str, group: str, topic: str, name: str) -> KafkaConsumer:
+    """A kafka-python member subscribed to `topic`, which knows the topic's partitions before
+    its first JoinGroup.
+
+    Without that, kafka-python 3.0.12 can wedge: a leader that joins before the topic's
+    metadata arrives assigns nothing, then rejoins because the metadata changed; if a poll's
+    timeout ends while that second JoinGroup/SyncGroup is in flight, the leader's own
+    assignment makes the snapshots equal, `need_rejoin()` turns false, and later polls never
+    collect the finished join: no assignment, no heartbeats, session expiry (seen 4 times in
+    12 runs on a loaded machine; the broker answered every request, see the client's DEBUG
+    log). Fetching the metadata first means the first join assigns the partitions."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=name,
                       enable_auto_commit=False, auto_offset_reset="earliest",
                       heartbeat_interval_ms=HEARTBEAT_MS, session_timeout_ms=6000,
                       request_timeout_ms=15000)
+    deadline = time.monotonic() + WAIT_S
+    while not c.partitions_for_topic(topic):
+        assert time.monotonic() < deadline, f"{name}: no metadata for {topic}"
+        time.sleep(0.05)
     c.subscribe([topic])
     return c
 
