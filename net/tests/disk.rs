@@ -373,13 +373,20 @@ fn recycled_pages_read_back_as_written() {
         }
     }
     let size = 24u64 << 20;
-    for (at, len) in [
+    // Whole and odd ranges before the cached tail (read with O_DIRECT where the file system
+    // takes it), across its start, and inside it.
+    let before = [
         (0, 1 << 20),
         (5 << 20, 3 << 20),
+        (4097, 12_345),
+        (size - (8 << 20) - 5000, 4000),
+    ];
+    let after = [
         (size - (9 << 20), 2 << 20),
         (size - 4096, 4096),
         (size - 100, 100),
-    ] {
+    ];
+    for (at, len) in before.into_iter().chain(after) {
         let IoResult::Read(got) = h.run(read(file, at, len as u32)) else {
             panic!("read at {at}")
         };

@@ -146,6 +146,13 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
     let f = handles.get(file)?;
     let size = f.metadata()?.len();
     let available = size.saturating_sub(position).min(u64::from(len));
+    // Bytes before the cached tail are on disk only (recycled): read them straight from the
+    // device into our buffer, with no page cache pages to take.
+    if available > 0 && position + available <= size.saturating_sub(CACHED_TAIL_BYTES) {
+        if let Some(bytes) = read_direct(&handles.path(file), position, available as usize)? {
+            return Ok(IoResult::Read(bytes));
+        }
+    }
     // `available` is at most `len`, a u32, so it fits a usize on every supported target.
     let mut buf = vec![0u8; available as usize];
     let mut filled = 0;
@@ -173,13 +180,56 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
 /// is lazily backed (virtual machines with free-page reporting, as on the bench machine)
 /// the first touch of each 4 KiB page costs microseconds: producing 1 KiB records cost
 /// 3-4 us of broker CPU per record once the first few GiB were written, 0.8 us with the
-/// pages recycled (`ci/bench.sh`, README "Benchmarks"). A catch-up read still reads the
-/// disk rather than a cached copy; its pages are dropped after it, likewise.
+/// pages recycled (`ci/bench.sh`, README "Benchmarks"). A catch-up read reads the disk
+/// rather than a cached copy: with `O_DIRECT` ([`read_direct`]) where the file system takes
+/// it, else buffered with its pages dropped after it.
 pub(crate) const CACHED_TAIL_BYTES: u64 = 8 << 20;
 
 /// How far behind the cached tail a sync looks for pages to drop (a sync covering more
 /// than this leaves the rest cached, which is harmless).
 const RECYCLE_SPAN_BYTES: u64 = 64 << 20;
+
+/// `O_DIRECT` reads go in blocks of this size, at offsets that are multiples of it.
+const DIRECT_BLOCK: usize = 4096;
+
+/// Reads `len` bytes at `position` with `O_DIRECT`, or `None` where the file system does not
+/// take it (tmpfs, say), and the caller reads through the page cache instead. The read
+/// covers whole blocks around the range, into a block-aligned buffer; the answer is the
+/// range's slice of it. Short reads continue; fewer bytes than asked means the file ended.
+fn read_direct(path: &std::path::Path, position: u64, len: usize) -> io::Result<Option<Bytes>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let start = position - position % DIRECT_BLOCK as u64;
+    let lead = (position - start) as usize; // below DIRECT_BLOCK
+    let span = (lead + len).div_ceil(DIRECT_BLOCK) * DIRECT_BLOCK;
+    // A Vec with room to start an aligned span anywhere in its first block.
+    let mut buf = vec![0u8; span + DIRECT_BLOCK];
+    let skew = buf.as_ptr().align_offset(DIRECT_BLOCK);
+    let mut filled = 0usize;
+    while filled < span {
+        let chunk = &mut buf[skew + filled..skew + span];
+        match f.read_at(chunk, start + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && filled == 0 => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if !filled.is_multiple_of(DIRECT_BLOCK) {
+            break; // a short read ends at end of file
+        }
+    }
+    let got = filled.saturating_sub(lead).min(len);
+    Ok(Some(Bytes::from(buf).slice(skew + lead..skew + lead + got)))
+}
 
 /// Asks the kernel to drop the clean cached pages of `[start, end)`; advice only, so a
 /// failure changes nothing but memory use and is ignored.
