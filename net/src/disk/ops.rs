@@ -29,8 +29,11 @@ fn execute_normalized(handles: &HandleCache, op: IoOp) -> io::Result<IoResult> {
         IoOp::Sync { file } => {
             let f = handles.get(&file_path(&file)?)?;
             f.sync_data()?;
-            let end = f.metadata()?.len().saturating_sub(CACHED_TAIL_BYTES);
-            drop_cached(&f, end.saturating_sub(RECYCLE_SPAN_BYTES), end);
+            // The sync is done: recycling is advice, so a failed fstat only skips it.
+            if let Ok(meta) = f.metadata() {
+                let end = cached_tail_start(meta.len());
+                drop_cached(&f, end.saturating_sub(RECYCLE_SPAN_BYTES), end);
+            }
             Ok(IoResult::Done)
         }
         IoOp::Read { file, position, len } => read(handles, &file_path(&file)?, position, len),
@@ -146,9 +149,10 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
     let f = handles.get(file)?;
     let size = f.metadata()?.len();
     let available = size.saturating_sub(position).min(u64::from(len));
+    let tail = cached_tail_start(size);
     // Bytes before the cached tail are on disk only (recycled): read them straight from the
     // device into our buffer, with no page cache pages to take.
-    if available > 0 && position + available <= size.saturating_sub(CACHED_TAIL_BYTES) {
+    if available > 0 && position + available <= tail {
         if let Some(bytes) = read_direct(&handles.path(file), position, available as usize)? {
             return Ok(IoResult::Read(bytes));
         }
@@ -166,7 +170,7 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
     }
     buf.truncate(filled);
     let end = position + filled as u64;
-    if end <= size.saturating_sub(CACHED_TAIL_BYTES) {
+    if end <= tail {
         drop_cached(&f, position, end);
     }
     Ok(IoResult::Read(Bytes::from(buf)))
@@ -183,7 +187,12 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
 /// pages recycled (`ci/bench.sh`, README "Benchmarks"). A catch-up read reads the disk
 /// rather than a cached copy: with `O_DIRECT` ([`read_direct`]) where the file system takes
 /// it, else buffered with its pages dropped after it.
-pub(crate) const CACHED_TAIL_BYTES: u64 = 8 << 20;
+const CACHED_TAIL_BYTES: u64 = 8 << 20;
+
+/// Where the cached tail of a file of `size` bytes starts.
+fn cached_tail_start(size: u64) -> u64 {
+    size.saturating_sub(CACHED_TAIL_BYTES)
+}
 
 /// How far behind the cached tail a sync looks for pages to drop (a sync covering more
 /// than this leaves the rest cached, which is harmless).
