@@ -159,7 +159,7 @@ pub(crate) fn walk_uncompressed(records: &[u8], record_count: i32) -> Result<(),
 fn fast_walk(records: &[u8], count: usize) -> bool {
     let mut at = 0usize;
     for index in 0..count {
-        let Some(length) = fast_varint(records, &mut at) else {
+        let Ok(length) = varint_at(records, &mut at) else {
             return false;
         };
         let Ok(length) = usize::try_from(length) else {
@@ -171,8 +171,8 @@ fn fast_walk(records: &[u8], count: usize) -> bool {
         at += length;
         let mut p = 1; // attributes
         let fields_ok = p <= body.len()
-            && fast_varlong(body, &mut p).is_some()
-            && fast_varint(body, &mut p).is_some_and(|delta| usize::try_from(delta) == Ok(index))
+            && varlong_at(body, &mut p).is_ok()
+            && varint_at(body, &mut p).is_ok_and(|delta| usize::try_from(delta) == Ok(index))
             && fast_skip_nullable(body, &mut p)
             && fast_skip_nullable(body, &mut p);
         if !fast_headers(body, &mut p, fields_ok) || p != body.len() {
@@ -188,14 +188,15 @@ fn fast_headers(body: &[u8], p: &mut usize, so_far: bool) -> bool {
     if !so_far {
         return false;
     }
-    let Some(count) = fast_varint(body, p) else {
+    let Ok(count) = varint_at(body, p) else {
         return false;
     };
     let Ok(count) = usize::try_from(count) else {
         return false;
     };
     for _ in 0..count {
-        let key_ok = fast_varint(body, p)
+        let key_ok = varint_at(body, p)
+            .ok()
             .and_then(|length| usize::try_from(length).ok())
             .is_some_and(|length| fast_skip(body, p, length));
         if !key_ok || !fast_skip_nullable(body, p) {
@@ -220,43 +221,10 @@ fn fast_skip(bytes: &[u8], p: &mut usize, length: usize) -> bool {
 /// Steps over a length-prefixed field whose negative length means null.
 #[inline(always)]
 fn fast_skip_nullable(bytes: &[u8], p: &mut usize) -> bool {
-    match fast_varint(bytes, p) {
-        None => false,
-        Some(length) => usize::try_from(length).map_or(true, |length| fast_skip(bytes, p, length)),
+    match varint_at(bytes, p) {
+        Err(_) => false,
+        Ok(length) => usize::try_from(length).map_or(true, |length| fast_skip(bytes, p, length)),
     }
-}
-
-/// [`Reader::varint`] without the error: a one-byte fast path, at most 5 bytes.
-#[inline(always)]
-fn fast_varint(bytes: &[u8], p: &mut usize) -> Option<i32> {
-    let first = *bytes.get(*p)?;
-    if first < 0x80 {
-        *p += 1;
-        return Some(i32::from(first >> 1) ^ -i32::from(first & 1));
-    }
-    let mut raw: u32 = 0;
-    for index in 0..5 {
-        let byte = *bytes.get(*p)?;
-        *p += 1;
-        raw |= u32::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Some((raw >> 1) as i32 ^ -((raw & 1) as i32));
-        }
-    }
-    None
-}
-
-/// [`Reader::varlong`] without the error or the value.
-#[inline(always)]
-fn fast_varlong(bytes: &[u8], p: &mut usize) -> Option<()> {
-    for _ in 0..10 {
-        let byte = *bytes.get(*p)?;
-        *p += 1;
-        if byte & 0x80 == 0 {
-            return Some(());
-        }
-    }
-    None
 }
 
 /// [`walk_uncompressed`]'s slow path: finds what is wrong and says so.
@@ -419,34 +387,67 @@ impl<'a> Reader<'a> {
     /// A zigzag varint of at most 5 bytes (bits beyond 32 are dropped, as Kafka does).
     #[inline]
     pub(crate) fn varint(&mut self) -> Result<i32, BatchError> {
-        let mut raw: u32 = 0;
-        for index in 0..5 {
-            let byte = self.byte()?;
-            raw |= u32::from(byte & 0x7f) << (7 * index);
-            if byte & 0x80 == 0 {
-                return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
-            }
-        }
-        Err(BatchError::InvalidRecord(
-            "varint longer than 5 bytes".to_string(),
-        ))
+        varint_at(self.bytes, &mut self.position).map_err(|end| end.error("varint longer than 5 bytes"))
     }
 
     /// A zigzag varlong of at most 10 bytes.
     #[inline]
     pub(crate) fn varlong(&mut self) -> Result<i64, BatchError> {
-        let mut raw: u64 = 0;
-        for index in 0..10 {
-            let byte = self.byte()?;
-            raw |= u64::from(byte & 0x7f) << (7 * index);
-            if byte & 0x80 == 0 {
-                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
-            }
-        }
-        Err(BatchError::InvalidRecord(
-            "varlong longer than 10 bytes".to_string(),
-        ))
+        varlong_at(self.bytes, &mut self.position).map_err(|end| end.error("varlong longer than 10 bytes"))
     }
+}
+
+/// Why a varint or varlong could not be read.
+enum VarintEnd {
+    /// The bytes ran out first.
+    Truncated,
+    /// Every byte allowed had its continuation bit set.
+    TooLong,
+}
+
+impl VarintEnd {
+    fn error(self, too_long: &str) -> BatchError {
+        match self {
+            VarintEnd::Truncated => truncated("a byte"),
+            VarintEnd::TooLong => BatchError::InvalidRecord(too_long.to_string()),
+        }
+    }
+}
+
+/// The zigzag varint at `*p` (at most 5 bytes, bits beyond 32 dropped), `*p` moved past
+/// every byte read; a one-byte fast path. Shared by [`Reader`] and the fast record walk.
+#[inline(always)]
+fn varint_at(bytes: &[u8], p: &mut usize) -> Result<i32, VarintEnd> {
+    let first = *bytes.get(*p).ok_or(VarintEnd::Truncated)?;
+    if first < 0x80 {
+        *p += 1;
+        return Ok(i32::from(first >> 1) ^ -i32::from(first & 1));
+    }
+    let mut raw: u32 = 0;
+    for index in 0..5 {
+        let byte = *bytes.get(*p).ok_or(VarintEnd::Truncated)?;
+        *p += 1;
+        raw |= u32::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+        }
+    }
+    Err(VarintEnd::TooLong)
+}
+
+/// The zigzag varlong at `*p` (at most 10 bytes), `*p` moved past every byte read.
+#[inline(always)]
+fn varlong_at(bytes: &[u8], p: &mut usize) -> Result<i64, VarintEnd> {
+    let mut raw: u64 = 0;
+    for index in 0..10 {
+        let byte = *bytes.get(*p).ok_or(VarintEnd::Truncated)?;
+        *p += 1;
+        raw |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    Err(VarintEnd::TooLong)
 }
 
 fn truncated(what: &str) -> BatchError {
