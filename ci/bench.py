@@ -676,11 +676,12 @@ def bench_brokers(brokers: list, args, results: list, note):
             note(f"{broker.name}: {what} FAILED: {error}")
             return None
 
-    def produce_row(broker, partitions, size, acks, topic):
+    def produce_row(broker, partitions, size, acks, topic, rnd):
         note(f"{broker.name}: produce {partitions}p x {size} B, acks={acks}")
         r = args.client.produce(broker.bootstrap, topic, partitions, size, acks, args.seconds,
                                 broker)
-        r.update(kind="produce", broker=broker.name, partitions=partitions, size=size, acks=acks)
+        r.update(kind="produce", broker=broker.name, partitions=partitions, size=size, acks=acks,
+                 round=rnd)
         results.append(r)
         note(f"  {r['rps']:,.0f} rec/s, {r['mbps']:.1f} MiB/s, "
              f"broker {r['broker_us']:.2f} us/rec, client CPU {r['client_cpu_pct']:.0f}%"
@@ -699,20 +700,20 @@ def bench_brokers(brokers: list, args, results: list, note):
                         def produce_step(broker=broker, acks=acks, topic=topic):
                             create_topic(broker.bootstrap, topic, partitions,
                                          broker.replication_factor)
-                            return produce_row(broker, partitions, size, acks, topic)
+                            return produce_row(broker, partitions, size, acks, topic, rep)
                         r = attempt(broker, f"produce {partitions}p x {size} B, acks={acks}",
                                     produce_step)
                         if acks == "1" and r is not None:
                             produced[broker.name] = r["records"] + 1
                 for broker in brokers:
-                    def consume_step(broker=broker):
+                    def consume_step(broker=broker, rep=rep):
                         expect = produced[broker.name]
                         note(f"{broker.name}: consume {partitions}p x {size} B "
                              f"({expect:,} records)")
                         r = args.client.consume(broker.bootstrap, topics[0], partitions, size,
                                                 expect, broker)
                         r.update(kind="consume", broker=broker.name, partitions=partitions,
-                                 size=size)
+                                 size=size, round=rep)
                         results.append(r)
                         note(f"  {r['rps']:,.0f} rec/s, {r['mbps']:.1f} MiB/s, "
                              f"got {r['records']:,}/{expect:,}")
@@ -747,6 +748,47 @@ def bench_brokers(brokers: list, args, results: list, note):
 def broker_pct(r: dict) -> float:
     """Broker CPU as a percentage of one core during the row."""
     return r["broker_us"] * r["rps"] / 1e4
+
+
+def paired_ratios(results: list, repeat: int) -> list:
+    """Gregor over Tansu for every throughput row, round by round. A round runs each row on
+    Gregor and then on Tansu, back to back, so the two see the same machine; the ratio of
+    that pair is the fair comparison. (The tables above pick each broker's median run on
+    its own, which can pair a good round of one with a bad round of the other.)"""
+    def run(kind, broker, rnd, **kw):
+        for r in results:
+            if (r["kind"] == kind and r["broker"] == broker and r.get("round") == rnd
+                    and all(r.get(k) == v for k, v in kw.items())):
+                return r
+        return None
+
+    rows = [("produce", p, s, a) for p in (1, 8) for s in (100, 1024) for a in ("1", "all")]
+    rows += [("consume", p, s, None) for p in (1, 8) for s in (100, 1024)]
+    out = ["## Gregor / Tansu, round by round", "",
+           f"Each round ran the row on Gregor, then on Tansu ({repeat} round(s)). Targets: "
+           "rec/s ratio >= 1, broker CPU per record ratio <= 0.5; **met** when the median "
+           "of the rounds' ratios meets it.", "",
+           "| row | rec/s ratio, median | rounds | CPU/rec ratio, median | rounds | targets |",
+           "|---|---|---|---|---|---|"]
+    shown = 0
+    for kind, p, s, a in rows:
+        kw = {"partitions": p, "size": s} | ({"acks": a} if a else {})
+        pairs = []
+        for rnd in range(repeat):
+            g, t = run(kind, "gregor", rnd, **kw), run(kind, "tansu", rnd, **kw)
+            if g and t and t["rps"] > 0 and t["broker_us"] > 0:
+                pairs.append((g["rps"] / t["rps"], g["broker_us"] / t["broker_us"]))
+        if not pairs:
+            continue
+        shown += 1
+        rps = statistics.median(x for x, _ in pairs)
+        cpu = statistics.median(y for _, y in pairs)
+        met = ("met" if rps >= 1 and cpu <= 0.5 else
+               "missed: " + ", ".join(w for w, bad in (("rec/s", rps < 1), ("CPU", cpu > 0.5)) if bad))
+        name = f"{kind} {p}p x {s} B" + (f", acks={a}" if a else "")
+        out.append(f"| {name} | {rps:.2f} | {' '.join(f'{x:.2f}' for x, _ in pairs)} | "
+                   f"{cpu:.2f} | {' '.join(f'{y:.2f}' for _, y in pairs)} | {met} |")
+    return out + [""] if shown else []
 
 
 def render(results: list, machine: dict, args) -> str:
@@ -854,6 +896,7 @@ def render(results: list, machine: dict, args) -> str:
         " (sum of its nodes' peaks: " + " + ".join(f"{x:.0f}" for x in r["rss_parts_mib"]) + ")"
         if r.get("rss_parts_mib") else "") for r in results if r["kind"] == "rss"]
     lines += ["", f"Peak broker RSS: {', '.join(rss) or '–'}.", ""]
+    lines += paired_ratios(results, args.repeat)
     failures = [r for r in results if r["kind"] == "failure" and not r.get("skipped")]
     skipped = [r for r in results if r["kind"] == "failure" and r.get("skipped")]
     # The cluster's consume rows read the acks=1 topic back: fewer records than were
