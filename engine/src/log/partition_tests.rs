@@ -404,3 +404,47 @@ fn a_sync_of_bytes_a_cut_removes_makes_nothing_durable() {
     assert_eq!(r.log.durable_end(), 6);
     r.check_recovers(1 << 20);
 }
+
+#[test]
+fn a_fetch_does_not_read_a_batch_its_header_says_will_not_fit() {
+    use super::read::{ReadGoal, ReadJob, ReadOutcome, ReadStep};
+    let mut r = Rig::new(1 << 20);
+    // Three batches of about 50 KB each, then a fetch whose limit cuts the third.
+    for _ in 0..3 {
+        r.lead(1, 300);
+        r.settle();
+    }
+    let sizes: Vec<usize> = scan(&r.disk.files[&format!("{DIR}/{:020}.log", 0)])
+        .map(|(_, v)| v.size_bytes())
+        .collect();
+    assert_eq!(sizes.len(), 3, "{sizes:?}");
+    let max_bytes = sizes[0] + sizes[1] + sizes[2] / 2;
+    assert!(max_bytes > 64 * 1024, "one read covers the limit: {max_bytes}");
+    let goal = ReadGoal::Fetch { offset: 0, max_bytes };
+    let (mut job, mut step) = ReadJob::start(&r.log, goal, r.log.log_end_offset(), false);
+    let mut reads = Vec::new();
+    let outcome = loop {
+        match step {
+            ReadStep::Io(op) => {
+                let IoOp::Read { position, len, .. } = &op else {
+                    unreachable!("a read job only reads")
+                };
+                reads.push((*position, *len));
+                let IoResult::Read(bytes) = r.disk.run(&op) else {
+                    unreachable!("the file is there")
+                };
+                step = job.on_read(&r.log, bytes);
+            }
+            ReadStep::Done(outcome) => break outcome,
+        }
+    };
+    let ReadOutcome::Batches { batches, size_bytes } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((batches.len(), size_bytes), (2, sizes[0] + sizes[1]));
+    assert_eq!(
+        reads,
+        vec![(0, max_bytes as u32)],
+        "the cut-off third batch is not read"
+    );
+}

@@ -184,6 +184,10 @@ impl ReadJob {
                     batch::LOG_OVERHEAD as u64
                 };
                 self.position += consumed;
+                if self.batch_would_overflow(need) {
+                    // Its header says it does not fit the fetch: no need to read the rest.
+                    return self.done();
+                }
                 if self.position + need > self.segment_size {
                     return ReadStep::Done(ReadOutcome::Failed(format!(
                         "batch in {} at {} runs past the segment end",
@@ -204,6 +208,17 @@ impl ReadJob {
                 self.next_read(None)
             }
             _ => self.done(),
+        }
+    }
+
+    /// Whether a batch of `size` bytes would take a fetch that already has batches past
+    /// its byte limit (so [`ReadJob::take`] would end the fetch before it).
+    fn batch_would_overflow(&self, size: u64) -> bool {
+        match self.goal {
+            ReadGoal::Fetch { max_bytes, .. } => {
+                !self.batches.is_empty() && self.size_bytes as u64 + size > max_bytes as u64
+            }
+            ReadGoal::Timestamp { .. } => false,
         }
     }
 
