@@ -19,6 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::readahead::ReadAhead;
 use crate::sync::{lock, Mutex};
 
 /// Open handles kept at most (the process also needs descriptors for sockets).
@@ -28,6 +29,8 @@ pub(crate) const HANDLES_MAX: usize = 512;
 pub(crate) struct HandleCache {
     root: PathBuf,
     files: HandleMap<File>,
+    /// Prefetched ranges of log files (net/src/disk/readahead.rs), dropped with the path.
+    pub(crate) readahead: ReadAhead,
 }
 
 impl HandleCache {
@@ -35,6 +38,7 @@ impl HandleCache {
         HandleCache {
             root,
             files: HandleMap::new(HANDLES_MAX),
+            readahead: ReadAhead::default(),
         }
     }
 
@@ -58,12 +62,14 @@ impl HandleCache {
 
     /// Caches a handle just created for `rel`, replacing any older one.
     pub(crate) fn put(&self, rel: &str, file: File) {
+        self.readahead.invalidate(rel);
         self.files.put(rel, file);
     }
 
     /// Drops the handles of `rel` and of everything under it. Call after the op that
     /// changed what `rel` names.
     pub(crate) fn forget(&self, rel: &str) {
+        self.readahead.invalidate(rel);
         self.files.forget(rel);
     }
 

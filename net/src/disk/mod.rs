@@ -12,6 +12,7 @@ pub mod handles;
 #[cfg(not(gregor_loom))]
 mod handles;
 mod ops;
+mod readahead;
 
 use std::io;
 use std::path::PathBuf;
@@ -43,10 +44,23 @@ pub struct DiskConfig {
 
 type Job = (Token, IoOp);
 
+/// Prefetch threads (readahead.rs): they read for consumers catching up, apart from the
+/// readers so that a reader never waits for a job queued behind it.
+const PREFETCH_THREADS: usize = 8;
+
 /// Handle to the worker threads. Dropping it lets them finish the queued ops and exit.
 pub struct DiskExecutor {
     writers: Vec<mpsc::Sender<Job>>,
     readers: mpsc::Sender<Job>,
+    handles: Arc<HandleCache>,
+}
+
+impl Drop for DiskExecutor {
+    fn drop(&mut self) {
+        // The prefetch threads exit once no one can send them jobs.
+        self.handles.readahead.clear_jobs();
+        tracing::debug!(hits = self.handles.readahead.hits(), "read-ahead");
+    }
 }
 
 impl DiskExecutor {
@@ -81,28 +95,29 @@ impl DiskExecutor {
                 })?;
             writers.push(tx);
         }
-        let (readers, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..config.reader_threads.max(1) {
-            let rx = rx.clone();
-            let ctx = Worker {
-                handles: handles.clone(),
-                done: done.clone(),
-            };
-            thread::Builder::new()
-                .name(format!("gregor-disk-r{i}"))
-                .spawn(move || loop {
-                    let job = {
-                        let rx = rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                        rx.recv()
-                    };
-                    match job {
-                        Ok(job) => (ctx.done)(vec![ctx.execute(job)]),
-                        Err(_) => return,
-                    }
-                })?;
-        }
-        Ok(DiskExecutor { writers, readers })
+        let readers = {
+            let (handles, done) = (handles.clone(), done.clone());
+            spawn_pool("gregor-disk-r", config.reader_threads.max(1), move || {
+                let ctx = Worker {
+                    handles: handles.clone(),
+                    done: done.clone(),
+                };
+                move |job: Job| (ctx.done)(vec![ctx.execute(job)])
+            })?
+        };
+        let prefetches = {
+            let handles = handles.clone();
+            spawn_pool("gregor-disk-ra", PREFETCH_THREADS, move || {
+                let handles = handles.clone();
+                move |job: readahead::Prefetch| ops::prefetch(&handles, &job)
+            })?
+        };
+        handles.readahead.set_jobs(prefetches);
+        Ok(DiskExecutor {
+            writers,
+            readers,
+            handles,
+        })
     }
 
     /// Queues `op`; its completion arrives later through the callback. Fails (and no
@@ -120,6 +135,35 @@ impl DiskExecutor {
             IoError::Other("disk worker thread is gone".into())
         })
     }
+}
+
+/// Starts `threads` threads named `name0`, `name1`, ... that share one queue, each running
+/// what `worker()` made for it on every job; a thread exits once the returned sender (and
+/// every clone of it) is dropped.
+fn spawn_pool<J, F>(name: &str, threads: usize, worker: impl Fn() -> F) -> io::Result<mpsc::Sender<J>>
+where
+    J: Send + 'static,
+    F: FnMut(J) + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<J>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..threads {
+        let rx = rx.clone();
+        let mut run = worker();
+        thread::Builder::new()
+            .name(format!("{name}{i}"))
+            .spawn(move || loop {
+                let job = {
+                    let rx = rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    rx.recv()
+                };
+                match job {
+                    Ok(job) => run(job),
+                    Err(_) => return,
+                }
+            })?;
+    }
+    Ok(tx)
 }
 
 /// What a worker thread needs to run an op.

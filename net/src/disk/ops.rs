@@ -11,6 +11,7 @@ use bytes::Bytes;
 use gregor_engine::{DirEntry, IoError, IoOp, IoResult};
 
 use super::handles::{normalize, parent, HandleCache};
+use super::readahead::{after_whole_batches, Prefetch};
 
 /// `ENOSPC` and `EDQUOT` on Linux: the disk (or quota) is full.
 const ENOSPC: i32 = 28;
@@ -150,10 +151,19 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
     let size = f.metadata()?.len();
     let available = size.saturating_sub(position).min(u64::from(len));
     let tail = cached_tail_start(size);
-    // Bytes before the cached tail are on disk only (recycled): read them straight from the
-    // device into our buffer, with no page cache pages to take.
+    // Bytes before the cached tail are on disk only (recycled): a consumer catching up may
+    // find them prefetched (readahead.rs); otherwise read them straight from the device
+    // into our buffer, with no page cache pages to take. Then prefetch what comes next.
     if available > 0 && position + available <= tail {
-        if let Some(bytes) = read_direct(&handles.path(file), position, available as usize)? {
+        let bytes = match handles.readahead.take(file, position, available) {
+            Some(bytes) => Some(bytes),
+            None => read_direct(&handles.path(file), position, available as usize)?,
+        };
+        if let Some(bytes) = bytes {
+            if let Some(next) = after_whole_batches(position, &bytes) {
+                let ahead = u64::from(len).min(tail.saturating_sub(next));
+                handles.readahead.schedule(file, next, ahead);
+            }
             return Ok(IoResult::Read(bytes));
         }
     }
@@ -174,6 +184,23 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
         drop_cached(&f, position, end);
     }
     Ok(IoResult::Read(Bytes::from(buf)))
+}
+
+/// Runs a prefetch job of the read-ahead (readahead.rs), unless a read took it over or the
+/// file changed since it was queued.
+pub(crate) fn prefetch(handles: &HandleCache, job: &Prefetch) {
+    if !handles.readahead.start(job) {
+        return;
+    }
+    let bytes = usize::try_from(job.len)
+        .ok()
+        .and_then(|len| {
+            read_direct(&handles.path(&job.file), job.start, len)
+                .ok()
+                .flatten()
+        })
+        .filter(|bytes| !bytes.is_empty());
+    handles.readahead.finish(job, bytes);
 }
 
 /// Bytes at the end of each file that stay in the page cache (consumers tailing a log read
@@ -205,7 +232,7 @@ const DIRECT_BLOCK: usize = 4096;
 /// take it (tmpfs, say), and the caller reads through the page cache instead. The read
 /// covers whole blocks around the range, into a block-aligned buffer; the answer is the
 /// range's slice of it. Short reads continue; fewer bytes than asked means the file ended.
-fn read_direct(path: &std::path::Path, position: u64, len: usize) -> io::Result<Option<Bytes>> {
+pub(crate) fn read_direct(path: &std::path::Path, position: u64, len: usize) -> io::Result<Option<Bytes>> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let f = match OpenOptions::new()
         .read(true)
@@ -258,6 +285,7 @@ fn drop_cached(f: &File, start: u64, end: u64) {
 
 fn truncate(handles: &HandleCache, file: &str, len: u64) -> io::Result<IoResult> {
     let f = handles.get(file)?;
+    handles.readahead.invalidate(file);
     f.set_len(len)?;
     f.sync_all()?;
     Ok(IoResult::Done)
