@@ -19,8 +19,8 @@
 //!   the file after the last change to it ([`ReadAhead::invalidate`] runs before any op that
 //!   changes what a path names or what its bytes are: truncate, delete, rename, create,
 //!   replace), so the bytes are the file's bytes.
-//! * A prefetch that an invalidation overtook never fills its slot (a generation counter,
-//!   bumped by every invalidation, is checked when it finishes).
+//! * A prefetch that an invalidation of its file overtook never fills its slot (the slot is
+//!   marked stale, and a stale slot is dropped when its prefetch finishes).
 //! * No reader waits for a prefetch that has not started: a read that finds its slot still
 //!   queued takes it over (reads the range itself) and the queued job finds nothing to do.
 //!   A read waits only for a prefetch already running, which waits for nothing but the
@@ -56,8 +56,8 @@ struct Slot {
     start: u64,
     len: u64,
     state: State,
-    /// The generation when the prefetch was queued.
-    generation: u64,
+    /// Its file changed while the prefetch was running: what it read is not the file's.
+    stale: bool,
     /// Order of creation, for eviction.
     serial: u64,
 }
@@ -65,7 +65,6 @@ struct Slot {
 #[derive(Default)]
 struct Inner {
     slots: HashMap<String, Slot>,
-    generation: u64,
     serial: u64,
     /// Sum of the slots' `len`.
     bytes: u64,
@@ -174,7 +173,7 @@ impl ReadAhead {
                 start,
                 len,
                 state: State::Queued,
-                generation: inner.generation,
+                stale: false,
                 serial: inner.serial,
             };
             inner.bytes += len;
@@ -207,11 +206,10 @@ impl ReadAhead {
     /// changed since it was queued.
     pub(crate) fn finish(&self, job: &Prefetch, bytes: Option<Bytes>) {
         let mut inner = self.lock();
-        let current = inner.generation;
         if let Some(slot) = inner.slots.get_mut(&job.file) {
             if slot.start == job.start && matches!(slot.state, State::Running) {
                 match bytes {
-                    Some(bytes) if slot.generation == current => slot.state = State::Ready(bytes),
+                    Some(bytes) if !slot.stale => slot.state = State::Ready(bytes),
                     _ => {
                         inner.remove(&job.file);
                     }
@@ -223,10 +221,9 @@ impl ReadAhead {
     }
 
     /// `rel` (and everything under it) is about to change or has changed: drop its slots,
-    /// and make every prefetch already running discard what it reads.
+    /// and make its prefetches already running discard what they read.
     pub(crate) fn invalidate(&self, rel: &str) {
         let mut inner = self.lock();
-        inner.generation += 1;
         let gone: Vec<String> = inner
             .slots
             .keys()
@@ -234,17 +231,13 @@ impl ReadAhead {
             .cloned()
             .collect();
         for path in gone {
-            if matches!(
-                inner.slots.get(&path),
-                Some(Slot {
-                    state: State::Running,
-                    ..
-                })
-            ) {
-                // Its prefetch thread will find the generation moved and drop the slot.
-                continue;
+            match inner.slots.get_mut(&path) {
+                // Its prefetch thread drops the slot when it finishes.
+                Some(slot) if matches!(slot.state, State::Running) => slot.stale = true,
+                _ => {
+                    inner.remove(&path);
+                }
             }
-            inner.remove(&path);
         }
         drop(inner);
         self.changed.notify_all();
@@ -357,6 +350,14 @@ mod tests {
         r.invalidate("d");
         r.finish(&job, Some(Bytes::from(vec![1u8; 10])));
         assert_eq!(r.take("d/a", 0, 10), None);
+        // Another path's change leaves a running prefetch alone.
+        r.schedule("d/a", 0, 10);
+        let job = rx.try_recv().unwrap();
+        assert!(r.start(&job));
+        r.invalidate("e");
+        r.invalidate("d/ab");
+        r.finish(&job, Some(Bytes::from(vec![3u8; 10])));
+        assert_eq!(r.take("d/a", 0, 10), Some(Bytes::from(vec![3u8; 10])));
         // Ready ones go at once; other paths stay.
         r.schedule("d/a", 0, 10);
         ready(&r, &rx, Bytes::from(vec![1u8; 10]));
