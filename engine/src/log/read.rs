@@ -212,7 +212,8 @@ impl ReadJob {
     }
 
     /// Whether a batch of `size` bytes would take a fetch that already has batches past
-    /// its byte limit (so [`ReadJob::take`] would end the fetch before it).
+    /// its byte limit: the fetch ends before such a batch (at least one batch is always
+    /// taken, however large). Asked both of a whole batch and of a cut-off batch's header.
     fn batch_would_overflow(&self, size: u64) -> bool {
         match self.goal {
             ReadGoal::Fetch { max_bytes, .. } => {
@@ -231,7 +232,7 @@ impl ReadJob {
                     return None;
                 }
                 let size = view.size_bytes();
-                if !self.batches.is_empty() && self.size_bytes + size > max_bytes {
+                if self.batch_would_overflow(size as u64) {
                     return Some(self.done());
                 }
                 self.batches.push(bytes.slice(pos..pos + size));
