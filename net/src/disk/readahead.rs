@@ -10,8 +10,8 @@
 //!
 //! Where the next read starts: a fetch returns whole batches, so the consumer's next fetch
 //! starts at the batch the last read cut short. The prefetch starts there: after the last
-//! whole batch of the bytes just read (walking Kafka's batch framing, 8-byte offset then
-//! 4-byte length). That is only a guess of where the engine will read next. A miss costs
+//! whole batch of the bytes just read (the engine's `scan_unchecked_crc`: framing and
+//! magic, no CRCs). That is only a guess of where the engine will read next. A miss costs
 //! the memory until the slot is replaced or evicted, never a wrong answer.
 //!
 //! Invariants:
@@ -32,6 +32,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use gregor_engine::batch::scan_unchecked_crc;
 
 /// Bytes all slots may hold (queued and running prefetches count their length).
 pub(crate) const BYTES_MAX: u64 = 256 << 20;
@@ -249,22 +250,12 @@ impl ReadAhead {
     }
 }
 
-/// Where the bytes of `data`, read at `position`, stop holding whole record batches: the
-/// position after the last complete batch (Kafka framing: 8-byte base offset, 4-byte
-/// length of the rest), or `None` if not even the first batch is whole.
+/// Where the bytes of `data`, read at `position`, stop holding whole record batches (the
+/// engine's framing walk, without CRCs: this only guesses where the next read starts), or
+/// `None` if not even the first batch is whole.
 pub(crate) fn after_whole_batches(position: u64, data: &[u8]) -> Option<u64> {
-    const LOG_OVERHEAD: usize = 12;
-    let mut at = 0usize;
-    while let Some(header) = data.get(at..at + LOG_OVERHEAD) {
-        let len = i32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-        let Ok(len) = usize::try_from(len) else { break };
-        let next = at + LOG_OVERHEAD + len;
-        if len == 0 || next > data.len() {
-            break;
-        }
-        at = next;
-    }
-    (at > 0).then(|| position + at as u64)
+    let (end, _) = scan_unchecked_crc(data).finish();
+    (end > 0).then(|| position + end as u64)
 }
 
 #[cfg(test)]
@@ -272,16 +263,21 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    use gregor_engine::batch::{build_batch, RecordSpec};
     use gregor_engine::{IoOp, IoResult};
 
     use crate::disk::handles::HandleCache;
     use crate::disk::ops;
 
+    /// A stored batch of one record whose value is `len` bytes of `fill`.
     fn batch(len: usize, fill: u8) -> Vec<u8> {
-        let mut b = vec![0u8; 12];
-        b[8..12].copy_from_slice(&(len as i32).to_be_bytes());
-        b.extend(std::iter::repeat_n(fill, len));
-        b
+        let spec = RecordSpec {
+            key: None,
+            value: Some(Bytes::from(vec![fill; len])),
+            headers: vec![],
+            timestamp_ms: 0,
+        };
+        build_batch(&[spec]).to_vec()
     }
 
     fn ready(r: &ReadAhead, rx: &mpsc::Receiver<Prefetch>, bytes: Bytes) {
@@ -292,11 +288,16 @@ mod tests {
 
     #[test]
     fn whole_batches_end_where_the_last_complete_one_does() {
-        let mut data = batch(10, 1);
-        data.extend(batch(20, 2));
-        assert_eq!(after_whole_batches(100, &data), Some(100 + 22 + 32));
-        assert_eq!(after_whole_batches(100, &data[..22 + 31]), Some(122));
-        assert_eq!(after_whole_batches(0, &data[..21]), None);
+        let (first, second) = (batch(10, 1), batch(20, 2));
+        let (a, b) = (first.len() as u64, second.len() as u64);
+        let mut data = first;
+        data.extend(second);
+        assert_eq!(after_whole_batches(100, &data), Some(100 + a + b));
+        assert_eq!(
+            after_whole_batches(100, &data[..(a + b) as usize - 1]),
+            Some(100 + a)
+        );
+        assert_eq!(after_whole_batches(0, &data[..a as usize - 1]), None);
         assert_eq!(
             after_whole_batches(0, &[0u8; 40]),
             None,
