@@ -59,7 +59,11 @@ impl Drop for DiskExecutor {
     fn drop(&mut self) {
         // The prefetch threads exit once no one can send them jobs.
         self.handles.readahead.clear_jobs();
-        tracing::debug!(hits = self.handles.readahead.hits(), "read-ahead");
+        tracing::debug!(
+            hits = self.handles.readahead.hits(),
+            partial_hits = self.handles.readahead.partial_hits(),
+            "read-ahead"
+        );
     }
 }
 

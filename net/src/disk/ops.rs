@@ -7,11 +7,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write as _};
 use std::os::unix::fs::FileExt as _;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use gregor_engine::{DirEntry, IoError, IoOp, IoResult};
 
 use super::handles::{normalize, parent, HandleCache};
-use super::readahead::{after_whole_batches, Prefetch};
+use super::readahead::{after_whole_batches, Prefetch, Taken};
 
 /// `ENOSPC` and `EDQUOT` on Linux: the disk (or quota) is full.
 const ENOSPC: i32 = 28;
@@ -155,13 +155,31 @@ fn read(handles: &HandleCache, file: &str, position: u64, len: u32) -> io::Resul
     // find them prefetched (readahead.rs); otherwise read them straight from the device
     // into our buffer, with no page cache pages to take. Then prefetch what comes next.
     if available > 0 && position + available <= tail {
-        let bytes = match handles.readahead.take(file, position, available) {
-            Some(bytes) => Some(bytes),
-            None => read_direct(&handles.path(file), position, available as usize)?,
+        let (bytes, prefetched) = match handles.readahead.take(file, position, available) {
+            Some(Taken { bytes, prefetched }) if bytes.len() as u64 == available => (Some(bytes), prefetched),
+            Some(Taken {
+                bytes: head,
+                prefetched,
+            }) => {
+                // The prefetch ended inside the range (this read asks more than the last
+                // one did): read only the rest from the device.
+                let at = position + head.len() as u64;
+                let rest = read_direct(&handles.path(file), at, (available - head.len() as u64) as usize)?;
+                let joined = rest.map(|rest| {
+                    let mut joined = BytesMut::with_capacity(head.len() + rest.len());
+                    joined.extend_from_slice(&head);
+                    joined.extend_from_slice(&rest);
+                    joined.freeze()
+                });
+                (joined, prefetched)
+            }
+            None => (read_direct(&handles.path(file), position, available as usize)?, 0),
         };
         if let Some(bytes) = bytes {
             if let Some(next) = after_whole_batches(position, &bytes) {
-                let ahead = u64::from(len).min(tail.saturating_sub(next));
+                // As much as the consumer of this file asked for lately: a fetch whose byte
+                // budget ran out part way asks less than the next one will.
+                let ahead = u64::from(len).max(prefetched).min(tail.saturating_sub(next));
                 handles.readahead.schedule(file, next, ahead);
             }
             return Ok(IoResult::Read(bytes));

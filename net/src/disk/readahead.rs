@@ -15,10 +15,14 @@
 //! the memory until the slot is replaced or evicted, never a wrong answer.
 //!
 //! Invariants:
-//! * A read is answered from a slot only if the slot holds every byte asked for, read from
-//!   the file after the last change to it ([`ReadAhead::invalidate`] runs before any op that
-//!   changes what a path names or what its bytes are: truncate, delete, rename, create,
-//!   replace), so the bytes are the file's bytes.
+//! * A read takes from a slot only bytes the slot holds from the read's position on (all it
+//!   asked for, or the first part when the slot ends inside the range; the rest is read from
+//!   the device), read from the file after the last change to it ([`ReadAhead::invalidate`]
+//!   runs before any op that changes what a path names or what its bytes are: truncate,
+//!   delete, rename, create, replace), so the bytes are the file's bytes.
+//! * How much is prefetched: the larger of what the read just asked and the prefetch it
+//!   took from, so a fetch whose byte budget ran out part way through this file (and asked
+//!   less) does not shorten the prefetch for the next fetch, which may ask for more.
 //! * A prefetch that an invalidation of its file overtook never fills its slot (the slot is
 //!   marked stale, and a stale slot is dropped when its prefetch finishes).
 //! * No reader waits for a prefetch that has not started: a read that finds its slot still
@@ -69,8 +73,19 @@ struct Inner {
     serial: u64,
     /// Sum of the slots' `len`.
     bytes: u64,
-    /// Reads answered from a prefetch.
+    /// Reads answered wholly from a prefetch.
     hits: u64,
+    /// Reads whose first part came from a prefetch (the slot ended inside the range).
+    partial_hits: u64,
+}
+
+/// What [`ReadAhead::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// The bytes from the read's position on: all it asked for, or the first part.
+    pub bytes: Bytes,
+    /// How long the prefetch was: how much the consumer of this file read last time.
+    pub prefetched: u64,
 }
 
 impl Inner {
@@ -105,9 +120,11 @@ impl ReadAhead {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// The `len` bytes of `file` at `position`, if a slot holds all of them (waiting for a
-    /// running prefetch of that file to finish). The slot is used up either way.
-    pub(crate) fn take(&self, file: &str, position: u64, len: u64) -> Option<Bytes> {
+    /// What a slot of `file` holds of the `len` bytes at `position`: all of them, or the
+    /// first part when the slot ends inside the range (the caller reads the rest), waiting
+    /// for a running prefetch of that file to finish. `None` if no slot holds `position`.
+    /// The slot is used up either way.
+    pub(crate) fn take(&self, file: &str, position: u64, len: u64) -> Option<Taken> {
         let mut inner = self.lock();
         loop {
             let slot = inner.slots.get_mut(file)?;
@@ -121,15 +138,21 @@ impl ReadAhead {
                     return None;
                 }
                 State::Ready(bytes) => {
-                    let (start, bytes) = (slot.start, bytes.clone());
+                    let (start, prefetched, bytes) = (slot.start, slot.len, bytes.clone());
                     inner.remove(file);
                     let end = start + bytes.len() as u64;
-                    if position < start || position + len > end {
+                    if position < start || position >= end || len == 0 {
                         return None;
                     }
-                    inner.hits += 1;
+                    let until = end.min(position + len);
+                    if until == position + len {
+                        inner.hits += 1;
+                    } else {
+                        inner.partial_hits += 1;
+                    }
                     let from = (position - start) as usize;
-                    return Some(bytes.slice(from..from + len as usize));
+                    let bytes = bytes.slice(from..(until - start) as usize);
+                    return Some(Taken { bytes, prefetched });
                 }
             }
         }
@@ -244,9 +267,14 @@ impl ReadAhead {
         self.changed.notify_all();
     }
 
-    /// Reads answered from a prefetch so far.
+    /// Reads answered wholly from a prefetch so far.
     pub(crate) fn hits(&self) -> u64 {
         self.lock().hits
+    }
+
+    /// Reads whose first part came from a prefetch so far.
+    pub(crate) fn partial_hits(&self) -> u64 {
+        self.lock().partial_hits
     }
 }
 
@@ -317,17 +345,28 @@ mod tests {
         ready(&r, &rx, Bytes::from((0..50u8).collect::<Vec<_>>()));
         assert_eq!(
             r.take("a", 110, 10).unwrap(),
-            Bytes::from((10..20u8).collect::<Vec<_>>())
+            Taken {
+                bytes: Bytes::from((10..20u8).collect::<Vec<_>>()),
+                prefetched: 50
+            }
         );
         assert_eq!(r.take("a", 110, 10), None, "used up");
-        assert_eq!(r.hits(), 1);
-        // A read past the slot's end, or before its start, is not answered from it.
+        assert_eq!((r.hits(), r.partial_hits()), (1, 0));
+        // A read that goes past the slot's end gets the part the slot holds.
         r.schedule("a", 100, 50);
-        ready(&r, &rx, Bytes::from(vec![0u8; 50]));
-        assert_eq!(r.take("a", 140, 20), None);
+        ready(&r, &rx, Bytes::from((0..50u8).collect::<Vec<_>>()));
+        assert_eq!(
+            r.take("a", 140, 20).unwrap().bytes,
+            Bytes::from((40..50u8).collect::<Vec<_>>())
+        );
+        assert_eq!((r.hits(), r.partial_hits()), (1, 1));
+        // One that starts before the slot, or at its end, gets nothing from it.
         r.schedule("a", 100, 50);
         ready(&r, &rx, Bytes::from(vec![0u8; 50]));
         assert_eq!(r.take("a", 99, 2), None);
+        r.schedule("a", 100, 50);
+        ready(&r, &rx, Bytes::from(vec![0u8; 50]));
+        assert_eq!(r.take("a", 150, 2), None);
         assert_eq!(r.lock().bytes, 0);
         // Without a place to send jobs, nothing is scheduled.
         r.clear_jobs();
@@ -358,7 +397,10 @@ mod tests {
         r.invalidate("e");
         r.invalidate("d/ab");
         r.finish(&job, Some(Bytes::from(vec![3u8; 10])));
-        assert_eq!(r.take("d/a", 0, 10), Some(Bytes::from(vec![3u8; 10])));
+        assert_eq!(
+            r.take("d/a", 0, 10).map(|t| t.bytes),
+            Some(Bytes::from(vec![3u8; 10]))
+        );
         // Ready ones go at once; other paths stay.
         r.schedule("d/a", 0, 10);
         ready(&r, &rx, Bytes::from(vec![1u8; 10]));
@@ -366,7 +408,10 @@ mod tests {
         ready(&r, &rx, Bytes::from(vec![2u8; 10]));
         r.invalidate("d");
         assert_eq!(r.take("d/a", 0, 10), None);
-        assert_eq!(r.take("dx", 0, 10), Some(Bytes::from(vec![2u8; 10])));
+        assert_eq!(
+            r.take("dx", 0, 10).map(|t| t.bytes),
+            Some(Bytes::from(vec![2u8; 10]))
+        );
         assert_eq!(r.lock().bytes, 0);
     }
 
@@ -380,7 +425,7 @@ mod tests {
         assert!(r.start(&job));
         let reader = {
             let r = r.clone();
-            std::thread::spawn(move || r.take("a", 0, 4))
+            std::thread::spawn(move || r.take("a", 0, 4).map(|t| t.bytes))
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
         r.finish(&job, Some(Bytes::from_static(b"abcd")));
@@ -412,12 +457,9 @@ mod tests {
         assert!(!r.lock().slots.contains_key("late"));
     }
 
-    /// A consumer catching up, as the engine reads: each read starts where the previous one's
-    /// whole batches ended. Every answer is the file's bytes, most come from prefetches, and
-    /// a truncate and rewrite is never answered with what was prefetched before it.
-    #[test]
-    fn catch_up_reads_come_from_prefetches_and_always_hold_the_files_bytes() {
-        // A real disk: O_DIRECT does not work everywhere (tmpfs).
+    /// A 24 MiB log file of stored batches of about 100 KB each, on a real disk (`O_DIRECT`
+    /// does not work everywhere: tmpfs), with read-ahead on.
+    fn catch_up_file() -> (tempfile::TempDir, Vec<u8>, HandleCache, mpsc::Receiver<Prefetch>) {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         std::fs::create_dir(dir.path().join("p")).unwrap();
         let mut data = Vec::new();
@@ -430,34 +472,66 @@ mod tests {
         let handles = HandleCache::new(dir.path().to_path_buf());
         let (tx, rx) = mpsc::channel();
         handles.readahead.set_jobs(tx);
-        let read = |position: u64, len: u32| -> Bytes {
-            let op = IoOp::Read {
-                file: "p/0.log".into(),
-                position,
-                len,
-            };
-            match ops::execute(&handles, op) {
-                IoResult::Read(bytes) => bytes,
-                other => panic!("{other:?}"),
-            }
+        (dir, data, handles, rx)
+    }
+
+    fn read(handles: &HandleCache, position: u64, len: u32) -> Bytes {
+        let op = IoOp::Read {
+            file: "p/0.log".into(),
+            position,
+            len,
         };
-        let (len, mut position, mut reads) = (1u32 << 20, 0u64, 0u64);
-        // Up to the cached tail (the last 8 MiB), where reads are plain.
-        while position + u64::from(len) < data.len() as u64 - (8 << 20) {
-            let bytes = read(position, len);
+        match ops::execute(handles, op) {
+            IoResult::Read(bytes) => bytes,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Reads as the engine does for a consumer catching up, asking `lens` bytes in turn: each
+    /// read starts where the previous one's whole batches ended, and every answer must be
+    /// the file's bytes. Stops before the cached tail (the last 8 MiB, where reads are
+    /// plain). Returns how many reads it made and where the next one would start.
+    fn catch_up(
+        handles: &HandleCache,
+        rx: &mpsc::Receiver<Prefetch>,
+        data: &[u8],
+        lens: &[u32],
+    ) -> (u64, u64) {
+        let (mut position, mut reads) = (0u64, 0u64);
+        let longest = u64::from(*lens.iter().max().unwrap());
+        for &len in lens.iter().cycle() {
+            if position + longest >= data.len() as u64 - (8 << 20) {
+                break;
+            }
+            let bytes = read(handles, position, len);
             let at = position as usize;
+            assert_eq!(bytes.len(), len as usize);
             assert_eq!(&bytes[..], &data[at..at + bytes.len()], "at {position}");
             reads += 1;
             while let Ok(job) = rx.try_recv() {
-                ops::prefetch(&handles, &job);
+                ops::prefetch(handles, &job);
             }
             position = after_whole_batches(position, &bytes).unwrap();
         }
-        let direct = ops::read_direct(&handles.path("p/0.log"), 0, 4096)
+        (reads, position)
+    }
+
+    fn direct_works(handles: &HandleCache) -> bool {
+        ops::read_direct(&handles.path("p/0.log"), 0, 4096)
             .unwrap()
-            .is_some();
+            .is_some()
+    }
+
+    /// Most catch-up reads come from prefetches, and a truncate and rewrite is never answered
+    /// with what was prefetched before it.
+    #[test]
+    fn catch_up_reads_come_from_prefetches_and_always_hold_the_files_bytes() {
+        let (_dir, data, handles, rx) = catch_up_file();
+        let (reads, position) = catch_up(&handles, &rx, &data, &[1 << 20]);
+        let direct = direct_works(&handles);
         if direct {
             assert_eq!(handles.readahead.hits(), reads - 1, "all but the first read");
+            assert_eq!(handles.readahead.partial_hits(), 0);
         }
         // The slot for the next read is filled; then the file is cut there and rewritten.
         if direct {
@@ -477,11 +551,25 @@ mod tests {
             data: vec![Bytes::from(new.clone())],
         };
         assert_eq!(ops::execute(&handles, op), IoResult::Done);
-        let bytes = read(position, 4096);
+        let bytes = read(&handles, position, 4096);
         assert_eq!(
             &bytes[..],
             &new[..4096],
             "the rewritten bytes, not the prefetched ones"
         );
+    }
+
+    /// A fetch whose byte budget runs out part way through a partition asks less of that
+    /// partition than the next fetch will: the read after a short one gets the prefetched
+    /// part plus the rest from the device, and from then on prefetches are as long as the
+    /// longest read, so every read is answered from one.
+    #[test]
+    fn reads_that_ask_more_than_the_last_one_still_come_from_prefetches() {
+        let (_dir, data, handles, rx) = catch_up_file();
+        let (reads, _) = catch_up(&handles, &rx, &data, &[640 << 10, 1 << 20]);
+        if direct_works(&handles) {
+            assert_eq!(handles.readahead.partial_hits(), 1, "the second read");
+            assert_eq!(handles.readahead.hits(), reads - 2, "every read after the second");
+        }
     }
 }
