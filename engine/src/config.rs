@@ -56,7 +56,7 @@ pub struct BrokerConfig {
     /// memory of every response. And librdkafka (glibc's malloc) maps fresh memory for
     /// each response above 32 MiB and takes a page fault per 4 KiB of it: consuming 8
     /// partitions of 1 KiB records with 50 MiB responses cost the client 2.0-2.4 µs per
-    /// record, against 1.0-1.2 with responses of 16 MiB or less (README, Benchmarks).
+    /// record, against 0.9-1.3 with responses of 16 MiB or less (README, Benchmarks).
     pub fetch_max_bytes: i32,
     /// `num.network.threads`: the shell's runtime threads, which read requests, write
     /// responses and run the engine's driver. 1 (the default, unlike Kafka's 3) is one
