@@ -124,6 +124,17 @@ impl BatchError {
     }
 }
 
+/// How many bytes the stored batch at the start of `rest` takes, as far as its first
+/// [`LOG_OVERHEAD`] bytes tell: `LOG_OVERHEAD + batchLength` once the length field is there
+/// (a negative length counts as 0), else just the framing. For a reader that has part of a
+/// batch and must know how much to read before it can judge it.
+pub fn bytes_needed(rest: &[u8]) -> u64 {
+    match rest.get(at::BATCH_LENGTH..LOG_OVERHEAD) {
+        Some(&[a, b, c, d]) => LOG_OVERHEAD as u64 + i32::from_be_bytes([a, b, c, d]).max(0) as u64,
+        _ => LOG_OVERHEAD as u64,
+    }
+}
+
 /// Sets baseOffset of the batch in `batch`. The field is outside the CRC.
 pub fn set_base_offset(batch: &mut [u8], offset: i64) {
     assert!(
@@ -188,6 +199,23 @@ fn write_at(bytes: &mut [u8], offset: usize, field: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_needed_reads_the_length_field_once_it_is_there() {
+        let batch = build_batch(&[RecordSpec {
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![],
+            timestamp_ms: 0,
+        }]);
+        assert_eq!(bytes_needed(&batch), batch.len() as u64);
+        assert_eq!(bytes_needed(&batch[..LOG_OVERHEAD]), batch.len() as u64);
+        assert_eq!(bytes_needed(&batch[..LOG_OVERHEAD - 1]), LOG_OVERHEAD as u64);
+        assert_eq!(bytes_needed(&[]), LOG_OVERHEAD as u64);
+        let mut negative = batch[..LOG_OVERHEAD].to_vec();
+        negative[at::BATCH_LENGTH..LOG_OVERHEAD].copy_from_slice(&(-5i32).to_be_bytes());
+        assert_eq!(bytes_needed(&negative), LOG_OVERHEAD as u64);
+    }
     use bytes::Bytes;
 
     fn sample() -> Vec<u8> {

@@ -177,12 +177,7 @@ impl ReadJob {
             }
             Some(ScanStop::Incomplete) if self.position + consumed < self.segment_size => {
                 let rest = &bytes[consumed as usize..];
-                let need = if rest.len() >= batch::LOG_OVERHEAD {
-                    let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                    batch::LOG_OVERHEAD as u64 + len.max(0) as u64
-                } else {
-                    batch::LOG_OVERHEAD as u64
-                };
+                let need = batch::bytes_needed(rest);
                 self.position += consumed;
                 if self.batch_would_overflow(need) {
                     // Its header says it does not fit the fetch: no need to read the rest.

@@ -376,12 +376,7 @@ impl Recovery {
             None => self.read_chunk(chunk_end, None),
             Some(StoredBatchError::Incomplete) if chunk_end < file_size => {
                 let rest = &bytes[at..];
-                let need = if rest.len() >= batch::LOG_OVERHEAD {
-                    let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]).max(0) as u64;
-                    batch::LOG_OVERHEAD as u64 + len
-                } else {
-                    batch::LOG_OVERHEAD as u64
-                };
+                let need = batch::bytes_needed(rest);
                 if valid_end + need > file_size {
                     return self.end_scan_at(valid_end);
                 }
@@ -480,12 +475,7 @@ impl Recovery {
                 }
                 Err(StoredBatchError::Incomplete) if !bytes.is_empty() => {
                     let rest = &bytes[at..];
-                    let need = if rest.len() >= batch::LOG_OVERHEAD {
-                        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]).max(0) as u64;
-                        batch::LOG_OVERHEAD as u64 + len
-                    } else {
-                        batch::LOG_OVERHEAD as u64
-                    };
+                    let need = batch::bytes_needed(rest);
                     let next = position + at as u64;
                     if next + need > self.files[self.current].1 {
                         return self.finish_segment();
