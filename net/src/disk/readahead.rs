@@ -308,6 +308,14 @@ mod tests {
         build_batch(&[spec]).to_vec()
     }
 
+    /// A read-ahead whose prefetch jobs the test runs by hand from the receiver.
+    fn with_jobs() -> (ReadAhead, mpsc::Receiver<Prefetch>) {
+        let (tx, rx) = mpsc::channel();
+        let r = ReadAhead::default();
+        r.set_jobs(tx);
+        (r, rx)
+    }
+
     fn ready(r: &ReadAhead, rx: &mpsc::Receiver<Prefetch>, bytes: Bytes) {
         let job = rx.try_recv().unwrap();
         assert!(r.start(&job));
@@ -338,9 +346,7 @@ mod tests {
 
     #[test]
     fn a_ready_slot_answers_a_read_inside_it_once() {
-        let (tx, rx) = mpsc::channel();
-        let r = ReadAhead::default();
-        r.set_jobs(tx);
+        let (r, rx) = with_jobs();
         r.schedule("a", 100, 50);
         ready(&r, &rx, Bytes::from((0..50u8).collect::<Vec<_>>()));
         assert_eq!(
@@ -376,9 +382,7 @@ mod tests {
 
     #[test]
     fn a_queued_slot_is_taken_over_and_an_invalidated_one_never_fills() {
-        let (tx, rx) = mpsc::channel();
-        let r = ReadAhead::default();
-        r.set_jobs(tx);
+        let (r, rx) = with_jobs();
         r.schedule("d/a", 0, 10);
         let job = rx.try_recv().unwrap();
         assert_eq!(r.take("d/a", 0, 10), None);
@@ -417,9 +421,8 @@ mod tests {
 
     #[test]
     fn a_read_waits_for_a_running_prefetch() {
-        let (tx, rx) = mpsc::channel();
-        let r = std::sync::Arc::new(ReadAhead::default());
-        r.set_jobs(tx);
+        let (r, rx) = with_jobs();
+        let r = std::sync::Arc::new(r);
         r.schedule("a", 0, 4);
         let job = rx.try_recv().unwrap();
         assert!(r.start(&job));
@@ -434,9 +437,7 @@ mod tests {
 
     #[test]
     fn slots_stay_within_the_byte_budget() {
-        let (tx, rx) = mpsc::channel();
-        let r = ReadAhead::default();
-        r.set_jobs(tx);
+        let (r, rx) = with_jobs();
         let chunk = BYTES_MAX / 4;
         for i in 0..6u64 {
             r.schedule(&format!("f{i}"), 0, chunk);
@@ -447,9 +448,7 @@ mod tests {
         assert!(r.lock().slots.contains_key("f5"));
         assert!(!r.lock().slots.contains_key("f0"));
         // A queued slot is never evicted: with the budget full of them, nothing is added.
-        let (tx, _rx) = mpsc::channel();
-        let r = ReadAhead::default();
-        r.set_jobs(tx);
+        let (r, _rx) = with_jobs();
         for i in 0..4u64 {
             r.schedule(&format!("q{i}"), 0, chunk);
         }
