@@ -199,6 +199,7 @@ fn write_at(bytes: &mut [u8], offset: usize, field: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn bytes_needed_reads_the_length_field_once_it_is_there() {
@@ -216,7 +217,6 @@ mod tests {
         negative[at::BATCH_LENGTH..LOG_OVERHEAD].copy_from_slice(&(-5i32).to_be_bytes());
         assert_eq!(bytes_needed(&negative), LOG_OVERHEAD as u64);
     }
-    use bytes::Bytes;
 
     fn sample() -> Vec<u8> {
         let specs = [
