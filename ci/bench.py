@@ -404,8 +404,34 @@ def produce_run(bootstrap: str, topic: str, partitions: int, size: int, acks: st
             "client_cpu_pct": (cpu1 - cpu0) / elapsed * 100}
 
 
+def consumer_cpu() -> int | None:
+    """The CPU the consume rows' client runs on: the highest one this process may use, or
+    None with only one. librdkafka's consumer keeps two threads busy (its broker thread
+    parses each response into one malloc'd op per record; the poll loop frees them). On two
+    CPUs they run at once and contend for the glibc malloc arena the ops come from, and the
+    contention grows as the broker answers faster: on this 2-vCPU machine the client spent
+    0.7-1.3 µs of CPU per 100 B record unpinned against 0.37-0.45 µs on one CPU, against
+    either broker (session 15). Pinned, the two threads take turns and the client stops
+    measuring itself. Both brokers' consume rows are run the same way."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[-1] if len(cpus) > 1 else None
+
+
 def consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: int,
-                broker: BrokerProc, timeout_s: float = 120) -> dict:
+                broker: BrokerProc, timeout_s: float = 120, cpu: int | None = None) -> dict:
+    """With `cpu`, this thread and the consumer's librdkafka threads (created here, so they
+    inherit it) run on that CPU only, until the consumer is closed."""
+    allowed = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        return _consume_run(bootstrap, topic, partitions, size, expect, broker, timeout_s)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: int,
+                 broker: BrokerProc, timeout_s: float) -> dict:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-assign-only",
                   "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
                   "max.partition.fetch.bytes": 10_485_760, "fetch.wait.max.ms": 100,
@@ -477,15 +503,18 @@ class RustClient:
     """ci/bench-client (rdkafka crate, BaseProducer/BaseConsumer) as a subprocess; its CPU
     time comes from RUSAGE_CHILDREN."""
 
-    def __init__(self, binary: Path):
+    def __init__(self, binary: Path, consume_cpu: int | None = None):
         self.binary = binary
+        self.consume_cpu = consume_cpu
 
-    def _run(self, *argv, broker=None) -> tuple[dict, float]:
-        """Runs one bench-client command (at most 600 s); killed early when `broker` fails."""
+    def _run(self, *argv, broker=None, cpu: int | None = None) -> tuple[dict, float]:
+        """Runs one bench-client command (at most 600 s), on CPU `cpu` alone if given; killed
+        early when `broker` fails."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             proc = subprocess.Popen([str(self.binary), *map(str, argv)], stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL, text=True)
+                                    stdin=subprocess.DEVNULL, text=True, preexec_fn=pin)
             deadline = time.monotonic() + 600
             while True:
                 try:
@@ -522,7 +551,7 @@ class RustClient:
     def consume(self, bootstrap, topic, partitions, size, expect, broker, timeout_s=120):
         bcpu0 = broker.cpu_s()
         r, cpu = self._run("consume", bootstrap, topic, partitions, expect, timeout_s,
-                           broker=broker)
+                           broker=broker, cpu=self.consume_cpu)
         bcpu1 = broker.cpu_s()
         n, elapsed = r["records"], max(r["elapsed_s"], 1e-9)
         return {"records": n, "expected": expect, "elapsed_s": elapsed, "rps": n / elapsed,
@@ -542,11 +571,15 @@ class RustClient:
 class PythonClient:
     """confluent-kafka in this process: a tight produce() loop."""
 
+    def __init__(self, consume_cpu: int | None = None):
+        self.consume_cpu = consume_cpu
+
     def produce(self, bootstrap, topic, partitions, size, acks, seconds, broker):
         return produce_run(bootstrap, topic, partitions, size, acks, seconds, broker)
 
     def consume(self, bootstrap, topic, partitions, size, expect, broker, timeout_s=120):
-        return consume_run(bootstrap, topic, partitions, size, expect, broker, timeout_s)
+        return consume_run(bootstrap, topic, partitions, size, expect, broker, timeout_s,
+                           self.consume_cpu)
 
     def latency(self, bootstrap, topic, acks, count, cap_s, broker=None):
         return latency_run(bootstrap, topic, acks, count, cap_s, broker)
@@ -866,7 +899,12 @@ def render(results: list, machine: dict, args) -> str:
                     cells.append(f"{r['rps']:,.0f}{err} | {r['mbps']:.1f} | {r['broker_us']:.2f} | "
                                  f"{broker_pct(r):.0f}% | {r['client_cpu_pct']:.0f}%")
                 lines.append(f"| {partitions} | {size} B | {acks} | " + " | ".join(cells) + " |")
+    pinned = machine.get("consumer_cpu")
     lines += ["", "## Consume throughput (from the beginning, assign, all partitions)", "",
+              (f"The consuming client runs on CPU {pinned} alone, for every broker (librdkafka's "
+               "fetch thread and poll loop otherwise contend for one malloc arena on two CPUs; "
+               "see consumer_cpu in ci/bench.py); the brokers may use every CPU." if pinned is
+               not None else "The consuming client may use every CPU."), "",
               "| partitions | record | " + " | ".join(
                   f"{b} rec/s | {b} MiB/s | {b} CPU µs/rec | {b} CPU | client CPU | {b} read/expected"
                   for b in brokers) + " |",
@@ -943,6 +981,9 @@ def main():
     ap.add_argument("--out-dir", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--rust-client", type=Path,
                     help="ci/bench-client binary; without it the Python client drives the load")
+    ap.add_argument("--no-pin-consumer", action="store_true",
+                    help="let the consume rows' client use every CPU (by default it runs on one: "
+                         "see consumer_cpu)")
     args = ap.parse_args()
     if args.render:
         saved = json.loads(args.render.read_text())
@@ -956,7 +997,9 @@ def main():
     if args.only == "gregor-3":
         args.cluster = True
     args.client_name = "rust" if args.rust_client else "python"
-    args.client = RustClient(args.rust_client) if args.rust_client else PythonClient()
+    consume_cpu = None if args.no_pin_consumer else consumer_cpu()
+    args.client = (RustClient(args.rust_client, consume_cpu) if args.rust_client
+                   else PythonClient(consume_cpu))
 
     def note(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -975,6 +1018,7 @@ def main():
             [str(args.rust_client), "version"], capture_output=True, text=True).stdout.strip()
         if args.rust_client else None, "confluent": confluent_kafka.__version__,
         "data_root": str(args.data_root), "data_fs": fs_type(args.data_root),
+        "consumer_cpu": consume_cpu,
         "gregor_version": subprocess.run([str(args.gregor_bin), "--version"], capture_output=True,
                                          text=True).stdout.strip(),
         "tansu_version": subprocess.run([str(args.tansu_bin), "--version"], capture_output=True,

@@ -4,7 +4,7 @@
 # (plus a .json with every number).
 #
 # Usage: ci/bench.sh [--seconds S] [--repeat N] [--only gregor|tansu|gregor-3] [--cluster]
-#                    [--data-root DIR] [--no-build] [--python-client]
+#                    [--data-root DIR] [--no-build] [--python-client] [--no-pin-consumer]
 #   --seconds S      duration of each produce row (default 5)
 #   --repeat N       run every throughput row N times (default 1); the table shows medians
 #   --only B         bench one broker (with --cluster: that one and gregor-3)
@@ -17,6 +17,9 @@
 #                    not tmpfs; the table names the filesystem)
 #   --no-build       use the existing release binaries (setting $GREGOR_BIN skips gregor's build)
 #   --python-client  drive the load from Python (confluent-kafka) instead of ci/bench-client
+#   --no-pin-consumer  let the consume rows' client use every CPU; by default it runs on the
+#                    last CPU alone, for both brokers (librdkafka's two consumer threads contend
+#                    for one malloc arena when they run at once; see consumer_cpu in bench.py)
 #
 # The default client is ci/bench-client, a small Rust load generator on the rdkafka crate
 # (librdkafka built from source; not a workspace member). It hands records to librdkafka
@@ -39,7 +42,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-build) BUILD=0 ;;
         --python-client) PY_CLIENT=1 ;;
-        --cluster) PASS+=("$1") ;;
+        --cluster|--no-pin-consumer) PASS+=("$1") ;;
         --seconds|--repeat|--only|--data-root|--latency-count) PASS+=("$1" "${2:?$1 needs a value}"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "ci/bench.sh: unknown option '$1'" >&2; exit 2 ;;
