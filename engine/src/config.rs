@@ -51,12 +51,14 @@ pub struct BrokerConfig {
     /// `fetch.max.bytes` (KIP-541): the most bytes one Fetch response carries, whatever the
     /// request asks (still at least one batch, as with the request's own limit).
     ///
-    /// 16 MiB by default, not Kafka's 55 MiB. Gregor serves a fetch from bytes it holds in
+    /// 8 MiB by default, not Kafka's 55 MiB. Gregor serves a fetch from bytes it holds in
     /// memory until the response is written (no sendfile, log/read.rs), so this bounds the
     /// memory of every response. And librdkafka (glibc's malloc) maps fresh memory for
     /// each response above 32 MiB and takes a page fault per 4 KiB of it: consuming 8
     /// partitions of 1 KiB records with 50 MiB responses cost the client 2.0-2.4 µs per
-    /// record, against 0.9-1.3 with responses of 16 MiB or less (README, Benchmarks).
+    /// record, against 0.9-1.3 with responses of 16 MiB or less. Against 16 MiB, 8 MiB
+    /// consumed 8 partitions faster (1 KiB and 100 B records) with less broker CPU per
+    /// record, and one partition about as fast (README, Benchmarks).
     pub fetch_max_bytes: i32,
     /// `num.network.threads`: the shell's runtime threads, which read requests, write
     /// responses and run the engine's driver. 1 (the default, unlike Kafka's 3) is one
@@ -178,8 +180,8 @@ pub enum ConfigError {
     },
 }
 
-/// `fetch.max.bytes` unless configured: 16 MiB (see [`BrokerConfig::fetch_max_bytes`]).
-pub const FETCH_MAX_BYTES_DEFAULT: i32 = 16 * 1024 * 1024;
+/// `fetch.max.bytes` unless configured: 8 MiB (see [`BrokerConfig::fetch_max_bytes`]).
+pub const FETCH_MAX_BYTES_DEFAULT: i32 = 8 * 1024 * 1024;
 
 /// A broker key we honour, with its documentation for `--help`-style listings.
 pub struct BrokerKey {
@@ -255,7 +257,7 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "fetch.max.bytes",
-        doc: "most bytes one Fetch response carries (at least one batch); 16 MiB, not Kafka's 55 MiB",
+        doc: "most bytes one Fetch response carries (at least one batch); 8 MiB, not Kafka's 55 MiB",
     },
     BrokerKey {
         name: "offsets.topic.num.partitions",
@@ -638,7 +640,7 @@ mod tests {
         c.set("num.partitions", "8").unwrap();
         c.set("log.message.timestamp.type", "LogAppendTime").unwrap();
         assert_eq!(c.get("num.partitions").as_deref(), Some("8"));
-        assert_eq!(c.get("fetch.max.bytes").as_deref(), Some("16777216"));
+        assert_eq!(c.get("fetch.max.bytes").as_deref(), Some("8388608"));
         c.set("fetch.max.bytes", "1048576").unwrap();
         assert_eq!(c.fetch_max_bytes, 1 << 20);
         assert!(
