@@ -11,6 +11,10 @@ of `--files` partitions:
   beforehand, so each fdatasync writes data only (no block allocation, no new size).
 * one shared file: what a node-wide write-ahead log would do. The round's bytes for every
   partition go to one file with one pwritev and one fdatasync.
+* per-file, one syncfs: each partition file gets its bytes appended (one thread), then one
+  syncfs(2) makes the whole file system durable: one journal commit and one device flush
+  for every file, instead of one each. (Tried under the real broker in session 15: the
+  partitions' syncs do not arrive together there, see docs/fsync-cost.md.)
 
 It prints the process CPU (user + system, from getrusage) and the wall time per round.
 The bytes are random and nothing else runs. The per-file rows include waking the threads
@@ -20,6 +24,7 @@ bench row: about 150 KB per partition per fsync. The files go under --dir (defau
 """
 
 import argparse
+import ctypes
 import os
 import resource
 import shutil
@@ -76,6 +81,24 @@ def shared(d: str, files: int, data: bytes, rounds: int) -> tuple:
     return c, t
 
 
+def per_file_syncfs(d: str, files: int, data: bytes, rounds: int) -> tuple:
+    fds = [os.open(os.path.join(d, f"s{i}"), os.O_CREAT | os.O_TRUNC | os.O_WRONLY)
+           for i in range(files)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    position = 0
+    c, t = cpu_s(), time.monotonic()
+    for _ in range(rounds):
+        for fd in fds:
+            os.pwrite(fd, data, position)
+        if libc.syncfs(fds[0]) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+        position += len(data)
+    c, t = cpu_s() - c, time.monotonic() - t
+    for fd in fds:
+        os.close(fd)
+    return c, t
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/var/tmp")
@@ -94,6 +117,7 @@ def main():
                 ("per-file", lambda: per_file(d, args.files, data, args.rounds, False)),
                 ("per-file, preallocated", lambda: per_file(d, args.files, data, args.rounds, True)),
                 ("one shared file", lambda: shared(d, args.files, data, args.rounds)),
+                ("per-file, one syncfs", lambda: per_file_syncfs(d, args.files, data, args.rounds)),
             ):
                 c, t = run()
                 print(f"  {name:24} CPU {c * 1e6 / args.rounds:7.0f} us/round   "
