@@ -223,7 +223,7 @@ fn ceiling(args: &[String]) {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     println!("{{\"records\":{n},\"elapsed_s\":{elapsed}}}");
-    let _ = p.purge(rdkafka::producer::PurgeConfig::default().queue());
+    p.purge(rdkafka::producer::PurgeConfig::default().queue());
 }
 
 fn main() {
