@@ -511,10 +511,17 @@ class RustClient:
         """Runs one bench-client command (at most 600 s), on CPU `cpu` alone if given; killed
         early when `broker` fails."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen([str(self.binary), *map(str, argv)], stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL, text=True, preexec_fn=pin)
+            # The child inherits the CPU mask of the thread that forks it: set this thread's
+            # for the fork (a preexec_fn would run Python in the child, unsafe with threads).
+            allowed = os.sched_getaffinity(0)
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            try:
+                proc = subprocess.Popen([str(self.binary), *map(str, argv)], stdout=out,
+                                        stderr=err, stdin=subprocess.DEVNULL, text=True)
+            finally:
+                os.sched_setaffinity(0, allowed)
             deadline = time.monotonic() + 600
             while True:
                 try:
