@@ -423,28 +423,30 @@ fn varint_at(bytes: &[u8], p: &mut usize) -> Result<i32, VarintEnd> {
         *p += 1;
         return Ok(i32::from(first >> 1) ^ -i32::from(first & 1));
     }
-    let mut raw: u32 = 0;
-    for index in 0..5 {
-        let byte = *bytes.get(*p).ok_or(VarintEnd::Truncated)?;
-        *p += 1;
-        raw |= u32::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
-        }
-    }
-    Err(VarintEnd::TooLong)
+    // Truncating to 32 bits is the point: Kafka's readers drop the bits beyond them too.
+    let raw = unsigned_varint_at(bytes, p, 5)? as u32;
+    Ok((raw >> 1) as i32 ^ -((raw & 1) as i32))
 }
 
 /// The zigzag varlong at `*p` (at most 10 bytes), `*p` moved past every byte read.
 #[inline(always)]
 fn varlong_at(bytes: &[u8], p: &mut usize) -> Result<i64, VarintEnd> {
+    let raw = unsigned_varint_at(bytes, p, 10)?;
+    Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
+}
+
+/// The unsigned base-128 value at `*p` (low groups first, at most `max_bytes` bytes, which is
+/// at most 10 so that every group fits 64 bits), `*p` moved past every byte read.
+#[inline(always)]
+fn unsigned_varint_at(bytes: &[u8], p: &mut usize, max_bytes: u32) -> Result<u64, VarintEnd> {
+    debug_assert!(max_bytes <= 10);
     let mut raw: u64 = 0;
-    for index in 0..10 {
+    for index in 0..max_bytes {
         let byte = *bytes.get(*p).ok_or(VarintEnd::Truncated)?;
         *p += 1;
         raw |= u64::from(byte & 0x7f) << (7 * index);
         if byte & 0x80 == 0 {
-            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            return Ok(raw);
         }
     }
     Err(VarintEnd::TooLong)
@@ -557,6 +559,58 @@ mod tests {
         Compression::Lz4,
         Compression::Zstd,
     ];
+
+    /// `value` written with `put` reads back with `read`, every byte consumed, and one byte
+    /// short is `Truncated`.
+    fn read_back<T: PartialEq + std::fmt::Debug + Copy>(
+        value: T,
+        put: fn(&mut Vec<u8>, T),
+        read: fn(&[u8], &mut usize) -> Result<T, VarintEnd>,
+    ) {
+        let mut bytes = Vec::new();
+        put(&mut bytes, value);
+        let mut p = 0;
+        assert_eq!(read(&bytes, &mut p).ok(), Some(value));
+        assert_eq!(p, bytes.len(), "{value:?}: every byte consumed");
+        let mut p = 0;
+        let short = read(&bytes[..bytes.len() - 1], &mut p);
+        assert!(matches!(short, Err(VarintEnd::Truncated)), "{value:?} cut short");
+    }
+
+    #[test]
+    fn varints_and_varlongs_read_back_at_every_width() {
+        use crate::batch::builder::{put_varint, put_varlong};
+        for value in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            -8192,
+            1 << 20,
+            i32::MAX,
+            i32::MIN,
+        ] {
+            read_back(value, put_varint, varint_at);
+        }
+        for value in [0, 1, -1, 1 << 40, -(1 << 40), i64::MAX, i64::MIN] {
+            read_back(value, put_varlong, varlong_at);
+        }
+        // Six continuation bytes are too long for a varint, eleven for a varlong.
+        let mut p = 0;
+        assert!(matches!(varint_at(&[0x80; 6], &mut p), Err(VarintEnd::TooLong)));
+        assert_eq!(p, 5);
+        let mut p = 0;
+        assert!(matches!(varlong_at(&[0x80; 11], &mut p), Err(VarintEnd::TooLong)));
+        assert_eq!(p, 10);
+        // A five-byte varint keeps the low 32 bits of what it encodes.
+        let mut p = 0;
+        let five = varint_at(&[0xfe, 0xff, 0xff, 0xff, 0x7f], &mut p);
+        assert_eq!(five.ok(), Some(i32::MAX));
+    }
 
     fn specs() -> Vec<RecordSpec> {
         vec![
