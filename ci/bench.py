@@ -20,6 +20,7 @@ Run through ci/bench.sh; prints a markdown table and writes bench-results/bench-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -417,17 +418,25 @@ def consumer_cpu() -> int | None:
     return cpus[-1] if len(cpus) > 1 else None
 
 
-def consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: int,
-                broker: BrokerProc, timeout_s: float = 120, cpu: int | None = None) -> dict:
-    """With `cpu`, this thread and the consumer's librdkafka threads (created here, so they
-    inherit it) run on that CPU only, until the consumer is closed."""
+@contextlib.contextmanager
+def on_cpu(cpu: int | None):
+    """Runs the calling thread on `cpu` alone (if not None) inside the block, then gives it
+    back the CPUs it had. Threads and processes it starts inside keep that one CPU."""
     allowed = os.sched_getaffinity(0)
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     try:
-        return _consume_run(bootstrap, topic, partitions, size, expect, broker, timeout_s)
+        yield
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+def consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: int,
+                broker: BrokerProc, timeout_s: float = 120, cpu: int | None = None) -> dict:
+    """With `cpu`, this thread and the consumer's librdkafka threads (created here, so they
+    inherit it) run on that CPU only, until the consumer is closed."""
+    with on_cpu(cpu):
+        return _consume_run(bootstrap, topic, partitions, size, expect, broker, timeout_s)
 
 
 def _consume_run(bootstrap: str, topic: str, partitions: int, size: int, expect: int,
@@ -512,16 +521,11 @@ class RustClient:
         early when `broker` fails."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            # The child inherits the CPU mask of the thread that forks it: set this thread's
-            # for the fork (a preexec_fn would run Python in the child, unsafe with threads).
-            allowed = os.sched_getaffinity(0)
-            if cpu is not None:
-                os.sched_setaffinity(0, {cpu})
-            try:
+            # The child inherits the CPU mask of the thread that forks it (a preexec_fn
+            # would run Python in the child, unsafe with threads).
+            with on_cpu(cpu):
                 proc = subprocess.Popen([str(self.binary), *map(str, argv)], stdout=out,
                                         stderr=err, stdin=subprocess.DEVNULL, text=True)
-            finally:
-                os.sched_setaffinity(0, allowed)
             deadline = time.monotonic() + 600
             while True:
                 try:

@@ -134,10 +134,10 @@ fn consume(args: &[String]) {
     c.assign(&tpl).expect("assign");
     // The clock is read once per CLOCK_EVERY records, at the last expected record, and when
     // a poll comes back empty (for the timeouts): two clock reads per record were a sixth
-    // of this thread's CPU
-    // (a vDSO call each in this VM). When the run ends short of `expect`, the records after
-    // the last reading are timed at it: the elapsed time is early by at most CLOCK_EVERY
-    // records' worth (about a millisecond). A full run is timed at its last record.
+    // of this thread's CPU (a vDSO call each in this VM). When the run ends short of
+    // `expect`, the records after the last reading are timed at it: the elapsed time is
+    // early by at most CLOCK_EVERY records' worth (about a millisecond). A full run is
+    // timed at its last record.
     const CLOCK_EVERY: u64 = 1024;
     let t0 = Instant::now();
     let mut last = t0; // the clock at the latest reading taken when a record arrived
