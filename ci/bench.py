@@ -735,8 +735,8 @@ def bench_brokers(brokers: list, args, results: list, note):
     for rep in range(args.repeat):
         if args.repeat > 1:
             note(f"--- round {rep + 1} of {args.repeat}")
-        for partitions in (1, 8):
-            for size in (100, 1024):
+        for partitions in args.partitions:
+            for size in args.sizes:
                 produced = {}
                 topics = [f"bench-p{partitions}-s{size}-a{acks}" for acks in ("1", "all")]
                 for acks, topic in zip(("1", "all"), topics):
@@ -770,7 +770,7 @@ def bench_brokers(brokers: list, args, results: list, note):
                                         "skipped": True})
                     attempt(broker, f"delete the {partitions}p x {size} B topics",
                             lambda broker=broker: delete_topics(broker.bootstrap, topics))
-    for acks in ("1", "all"):
+    for acks in ("1", "all") if args.latency else ():
         topic = f"bench-latency-a{acks}"
         for broker in brokers:
             def latency_step(broker=broker, acks=acks, topic=topic):
@@ -992,6 +992,12 @@ def main():
     ap.add_argument("--out-dir", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--rust-client", type=Path,
                     help="ci/bench-client binary; without it the Python client drives the load")
+    ap.add_argument("--partitions", type=int, nargs="+", default=[1, 8], metavar="N",
+                    help="only the throughput rows with these partition counts (default 1 8)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1024], metavar="BYTES",
+                    help="only the throughput rows with these record sizes (default 100 1024)")
+    ap.add_argument("--no-latency", dest="latency", action="store_false",
+                    help="skip the latency rows")
     ap.add_argument("--no-pin-consumer", action="store_true",
                     help="let the consume rows' client use every CPU (by default it runs on one: "
                          "see consumer_cpu)")

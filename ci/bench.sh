@@ -5,6 +5,7 @@
 #
 # Usage: ci/bench.sh [--seconds S] [--repeat N] [--only gregor|tansu|gregor-3] [--cluster]
 #                    [--data-root DIR] [--no-build] [--python-client] [--no-pin-consumer]
+#                    [--partitions N] [--sizes BYTES] [--no-latency]
 #   --seconds S      duration of each produce row (default 5)
 #   --repeat N       run every throughput row N times (default 1); the table shows medians
 #   --only B         bench one broker (with --cluster: that one and gregor-3)
@@ -20,6 +21,9 @@
 #   --no-pin-consumer  let the consume rows' client use every CPU; by default it runs on the
 #                    last CPU alone, for both brokers (librdkafka's two consumer threads contend
 #                    for one malloc arena when they run at once; see consumer_cpu in bench.py)
+#   --partitions N   only the throughput rows of N partitions (1 or 8; for an A/B of one row)
+#   --sizes BYTES    only the throughput rows of BYTES records (100 or 1024)
+#   --no-latency     skip the latency rows
 #
 # The default client is ci/bench-client, a small Rust load generator on the rdkafka crate
 # (librdkafka built from source; not a workspace member). It hands records to librdkafka
@@ -42,8 +46,8 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-build) BUILD=0 ;;
         --python-client) PY_CLIENT=1 ;;
-        --cluster|--no-pin-consumer) PASS+=("$1") ;;
-        --seconds|--repeat|--only|--data-root|--latency-count) PASS+=("$1" "${2:?$1 needs a value}"); shift ;;
+        --cluster|--no-pin-consumer|--no-latency) PASS+=("$1") ;;
+        --seconds|--repeat|--only|--data-root|--latency-count|--partitions|--sizes) PASS+=("$1" "${2:?$1 needs a value}"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "ci/bench.sh: unknown option '$1'" >&2; exit 2 ;;
     esac

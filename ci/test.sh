@@ -183,9 +183,9 @@ if [[ $CLIENTS_ONLY -eq 0 ]]; then
     cargo test -p gregor-sim --features planted-bugs
 
     section "loom: the shell's shared structures (peer queues, disk handle cache)"
-    # Its own target dir: the cfg changes every crate's build.
-    RUSTFLAGS="--cfg gregor_loom" CARGO_TARGET_DIR="$TARGET_DIR/loom" \
-        cargo test -p gregor-net --release --test loom_queue --test loom_handles
+    # A feature of gregor-net alone, with the workspace's feature set otherwise: only
+    # gregor-net builds again.
+    cargo test --workspace --features gregor-net/loom --test loom_queue --test loom_handles
 fi
 
 # ---------------------------------------------------------------------------------------

@@ -1,17 +1,18 @@
 //! The synchronisation primitives of the shell's structures shared between threads (the peer
 //! transport's queues and link state, the disk workers' handle cache): std's, or loom's when
-//! built with `--cfg gregor_loom` so that the model tests in `net/tests/loom_*.rs` can explore
-//! every interleaving. (Not `--cfg loom`: RUSTFLAGS reach every crate, and tokio compiles its
-//! networking out under that name.)
+//! built with the `loom` feature so that the model tests in `net/tests/loom_*.rs` can explore
+//! every interleaving. (A feature of this crate alone, not `--cfg loom` in RUSTFLAGS: that
+//! reaches every crate, tokio compiles its networking out under it, and the whole tree
+//! would build again in a target dir of its own.)
 
-#[cfg(gregor_loom)]
+#[cfg(feature = "loom")]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-#[cfg(gregor_loom)]
+#[cfg(feature = "loom")]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
-#[cfg(not(gregor_loom))]
+#[cfg(not(feature = "loom"))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-#[cfg(not(gregor_loom))]
+#[cfg(not(feature = "loom"))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 /// Locks `mutex`, ignoring poisoning: every critical section guarded through this shim leaves

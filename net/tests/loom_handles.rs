@@ -17,16 +17,14 @@
 //!   cached handle is the file its path named when it was opened.
 //! * Nothing panics or deadlocks (loom reports both).
 //!
-//! Run (a separate target dir keeps the normal build cached; see net/tests/loom_queue.rs for
-//! why the cfg is `gregor_loom`):
+//! Run (see net/src/sync.rs for why it is a feature of gregor-net):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg gregor_loom" CARGO_TARGET_DIR=target/loom \
-//!     cargo test -p gregor-net --release --test loom_handles
+//! cargo test --workspace --features gregor-net/loom --test loom_handles
 //! ```
 //!
-//! Without `--cfg gregor_loom` this file compiles to nothing.
-#![cfg(gregor_loom)]
+//! Without the `loom` feature this file compiles to nothing.
+#![cfg(feature = "loom")]
 
 use std::collections::HashMap;
 use std::io;

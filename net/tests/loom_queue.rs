@@ -7,16 +7,14 @@
 //! semantics of the `tokio::sync::Notify::notify_one` the link uses: a sender pushes then
 //! notifies; the writer takes a batch and waits only when it found the queue empty.
 //!
-//! Run (a separate target dir keeps the normal build cached). The cfg is `gregor_loom`, not
-//! `loom`: RUSTFLAGS reaches every crate, and tokio compiles its networking out under `loom`.
+//! Run (the feature is gregor-net's own, so only gregor-net builds again; see net/src/sync.rs):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg gregor_loom" CARGO_TARGET_DIR=target/loom \
-//!     cargo test -p gregor-net --release --test loom_queue
+//! cargo test --workspace --features gregor-net/loom --test loom_queue
 //! ```
 //!
-//! Without `--cfg gregor_loom` this file compiles to nothing.
-#![cfg(gregor_loom)]
+//! Without the `loom` feature this file compiles to nothing.
+#![cfg(feature = "loom")]
 
 use bytes::Bytes;
 use gregor_net::peer::queue::{OutQueue, QueueFull};

@@ -157,19 +157,19 @@ impl<H> HandleMap<H> {
     }
 
     /// Handles cached now.
-    #[cfg(any(test, gregor_loom))]
+    #[cfg(any(test, feature = "loom"))]
     pub fn len(&self) -> usize {
         lock(&self.inner).files.len()
     }
 
     /// Whether no handle is cached.
-    #[cfg(gregor_loom)]
+    #[cfg(feature = "loom")]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The handle cached for `rel`, if any, without touching the use order.
-    #[cfg(any(test, gregor_loom))]
+    #[cfg(any(test, feature = "loom"))]
     pub fn cached(&self, rel: &str) -> Option<Arc<H>> {
         lock(&self.inner).files.get(rel).map(|e| e.file.clone())
     }

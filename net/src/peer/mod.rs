@@ -20,7 +20,7 @@ mod stream;
 pub mod transport;
 pub mod wire;
 
-#[cfg(all(test, not(gregor_loom)))]
+#[cfg(all(test, not(feature = "loom")))]
 mod tcp_tests;
 
 use std::collections::BTreeMap;

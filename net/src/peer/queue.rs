@@ -184,7 +184,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-#[cfg(all(test, not(gregor_loom)))]
+#[cfg(all(test, not(feature = "loom")))]
 mod tests {
     use super::*;
 
