@@ -179,8 +179,11 @@ if [[ $CLIENTS_ONLY -eq 0 ]]; then
         cargo test --workspace
     fi
 
-    section "planted bugs: cargo test -p gregor-sim --features planted-bugs"
-    cargo test -p gregor-sim --features planted-bugs
+    # The workspace's feature set plus the planted bugs (not `-p gregor-sim`, whose smaller
+    # feature set rebuilds serde, syn, tracing, ...): only the engine and the simulator build
+    # again. sim/tests/planted.rs is the one test that needs the feature.
+    section "planted bugs: cargo test --features gregor-sim/planted-bugs --test planted"
+    cargo test --workspace --features gregor-sim/planted-bugs --test planted
 
     section "loom: the shell's shared structures (peer queues, disk handle cache)"
     # A feature of gregor-net alone, with the workspace's feature set otherwise: only
