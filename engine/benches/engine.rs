@@ -124,9 +124,7 @@ impl Driver {
             ops += 1;
             assert!(ops <= IO_OPS_PER_REQUEST_MAX, "IO never settles");
             let result = match &op {
-                IoOp::Append { .. } | IoOp::Sync { .. } | IoOp::SyncFiles { .. } if !self.keep_appends => {
-                    IoResult::Done
-                }
+                IoOp::Append { .. } | IoOp::Sync { .. } if !self.keep_appends => IoResult::Done,
                 _ => self.harness.disk.run(&op),
             };
             self.step(Input::IoDone { token, result });

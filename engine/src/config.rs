@@ -48,12 +48,6 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// `socket.request.max.bytes`: enforced by the shell's framing.
     pub socket_request_max_bytes: i32,
-    /// `log.flush.syncfs` (Gregor's own key, default true): the shell makes a sync round over
-    /// several segment files one `syncfs(2)` of their file system rather than an
-    /// `fdatasync` per file (net/src/disk/sync_files.rs). `syncfs` also writes back other
-    /// programs' dirty pages on that file system: turn it off where the data directory
-    /// shares one with heavy writers.
-    pub log_flush_syncfs: bool,
     /// `fetch.max.bytes` (KIP-541): the most bytes one Fetch response carries, whatever the
     /// request asks (still at least one batch, as with the request's own limit).
     ///
@@ -160,7 +154,6 @@ impl Default for BrokerConfig {
             log_retention_bytes: -1,
             min_insync_replicas: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
-            log_flush_syncfs: true,
             fetch_max_bytes: FETCH_MAX_BYTES_DEFAULT,
             num_network_threads: 1,
             tail_cache_bytes: 4 * 1024 * 1024,
@@ -261,10 +254,6 @@ pub const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "num.network.threads",
         doc: "threads for client and peer connections and the engine's driver (read at start-up)",
-    },
-    BrokerKey {
-        name: "log.flush.syncfs",
-        doc: "Gregor's own: one syncfs(2) makes many partitions' writes durable at once (true by default)",
     },
     BrokerKey {
         name: "fetch.max.bytes",
@@ -432,7 +421,6 @@ impl BrokerConfig {
                 self.socket_request_max_bytes = at_least(key, parse_num(key, value)?, 1)?
             }
             "fetch.max.bytes" => self.fetch_max_bytes = at_least(key, parse_num(key, value)?, 1024)?,
-            "log.flush.syncfs" => self.log_flush_syncfs = parse_bool(key, value)?,
             "num.network.threads" => self.num_network_threads = at_least(key, parse_num(key, value)?, 1)?,
             "offsets.topic.num.partitions" => {
                 self.group.offsets_topic_partitions = at_least(key, parse_num(key, value)?, 1)?
@@ -508,7 +496,6 @@ impl BrokerConfig {
             "log.cleanup.policy" => "delete".to_string(),
             "socket.request.max.bytes" => self.socket_request_max_bytes.to_string(),
             "fetch.max.bytes" => self.fetch_max_bytes.to_string(),
-            "log.flush.syncfs" => self.log_flush_syncfs.to_string(),
             "num.network.threads" => self.num_network_threads.to_string(),
             "offsets.topic.num.partitions" => self.group.offsets_topic_partitions.to_string(),
             "offsets.topic.replication.factor" => self.offsets_topic_replication_factor.to_string(),
@@ -654,10 +641,6 @@ mod tests {
         c.set("log.message.timestamp.type", "LogAppendTime").unwrap();
         assert_eq!(c.get("num.partitions").as_deref(), Some("8"));
         assert_eq!(c.get("fetch.max.bytes").as_deref(), Some("8388608"));
-        assert_eq!(c.get("log.flush.syncfs").as_deref(), Some("true"));
-        c.set("log.flush.syncfs", "false").unwrap();
-        assert!(!c.log_flush_syncfs);
-        assert!(c.set("log.flush.syncfs", "sometimes").is_err());
         c.set("fetch.max.bytes", "1048576").unwrap();
         assert_eq!(c.fetch_max_bytes, 1 << 20);
         assert!(

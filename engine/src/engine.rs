@@ -39,8 +39,6 @@ pub(crate) enum IoTag {
     MetaSnapshotWrite(u64),
     /// A replica's Raft state file, written for the core of the given generation.
     HardState(GroupId, HardState, u64),
-    /// The sync round in flight (`Engine::sync_round` says whose syncs it carries).
-    SyncRound,
 }
 
 /// Hands out tokens, remembers what each is for, and collects the ops to emit.
@@ -49,44 +47,18 @@ pub(crate) struct IoQueue {
     next_token: Token,
     tags: BTreeMap<Token, IoTag>,
     pub(crate) emitted: Vec<Output>,
-    /// Logs that asked for a sync since the last round started, in the order they asked.
-    sync_wanted: Vec<LogId>,
-    /// Appends in flight, and the newest token given to one.
-    appends: BTreeSet<Token>,
-    last_append: Token,
 }
 
 impl IoQueue {
     pub(crate) fn submit(&mut self, op: IoOp, tag: IoTag) -> Token {
         let token = self.next_token;
         self.next_token += 1;
-        if matches!(op, IoOp::Append { .. }) {
-            self.appends.insert(token);
-            self.last_append = token;
-        }
         self.tags.insert(token, tag);
         self.emitted.push(Output::Io { token, op });
         token
     }
 
-    /// Asks for a sync of log `id` in the engine's next sync round, which hands the log
-    /// [`PartitionLog::start_sync`]'s tag back through `on_io_done` when it completes.
-    pub(crate) fn want_sync(&mut self, id: LogId) {
-        self.sync_wanted.push(id);
-    }
-
-    /// The logs that asked for a sync since the last call, in the order they asked.
-    pub(crate) fn take_sync_wanted(&mut self) -> Vec<LogId> {
-        std::mem::take(&mut self.sync_wanted)
-    }
-
-    /// Whether an append emitted at or before `token` is still in flight.
-    fn appends_in_flight_through(&self, token: Token) -> bool {
-        self.appends.first().is_some_and(|&first| first <= token)
-    }
-
     pub(crate) fn complete(&mut self, token: Token) -> IoTag {
-        self.appends.remove(&token);
         // A completion for a token never emitted or already completed is a driver bug.
         self.tags
             .remove(&token)
@@ -206,12 +178,6 @@ pub struct Engine {
     /// The group coordinator of the `__consumer_offsets` partitions this node leads.
     pub(crate) groups: crate::group::GroupCoordinator,
     pub(crate) group_glue: crate::kafka::groups::GroupGlue,
-    /// The logs whose syncs the round in flight carries, with the tag each gets back. At
-    /// most one round is in flight: logs that ask meanwhile wait for the next, so logs
-    /// written together sync together, in one op (and, on Linux, one `syncfs`).
-    sync_round: Option<Vec<(LogId, PartIo)>>,
-    /// A round is due but waits for the appends emitted up to this token to complete.
-    sync_barrier: Option<Token>,
 }
 
 impl Engine {
@@ -259,8 +225,6 @@ impl Engine {
             next_raft_tick_ms: 0,
             groups,
             group_glue: Default::default(),
-            sync_round: None,
-            sync_barrier: None,
         }
     }
 
@@ -308,70 +272,11 @@ impl Engine {
                 }
             }
         }
-        self.start_sync_round();
         self.after_step();
         out.append(&mut self.kafka.responses);
         out.append(&mut self.q.emitted);
         self.flush_outbox(out);
         self.update_timer(out);
-    }
-
-    /// Starts a sync round for the logs that asked for one, unless a round is in flight: one
-    /// [`IoOp::SyncFiles`] over their active segments, each covering what its log has
-    /// written (completed appends), so the op needs no ordering with anything in flight.
-    ///
-    /// A round that becomes due first waits for every append already emitted to complete
-    /// (not for appends emitted later, so it always starts): the appends of one produce
-    /// request, one per partition, complete one by one, and the first completion would
-    /// otherwise start a round of one file while the others arrive just behind it.
-    fn start_sync_round(&mut self) {
-        if self.sync_round.is_some() || self.q.sync_wanted.is_empty() || self.lifecycle == Lifecycle::Failed {
-            return;
-        }
-        let barrier = *self.sync_barrier.get_or_insert(self.q.last_append);
-        if self.q.appends_in_flight_through(barrier) {
-            return;
-        }
-        self.sync_barrier = None;
-        let mut wanted = self.q.take_sync_wanted();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut files = Vec::with_capacity(wanted.len());
-        let mut members = Vec::with_capacity(wanted.len());
-        for id in wanted {
-            let Some(log) = self.logs.get_mut(&id) else {
-                continue;
-            };
-            if let Some((file, io)) = log.start_sync() {
-                files.push(file);
-                members.push((id, io));
-            }
-        }
-        if !members.is_empty() {
-            self.q.submit(IoOp::SyncFiles { files }, IoTag::SyncRound);
-            self.sync_round = Some(members);
-        }
-    }
-
-    /// A sync round completed: every log in it learns of its sync. A failed round stops the
-    /// node (as a failed fsync of one log does), naming what failed.
-    fn on_sync_round_done(&mut self, result: IoResult) {
-        let members = self.sync_round.take().unwrap_or_default();
-        if let IoResult::Err(e) = &result {
-            self.fail(format!("fsync failed: {e}"));
-            return;
-        }
-        let wall_ms = self.now.wall_ms;
-        for (id, io) in members {
-            let Some(log) = self.logs.get_mut(&id) else {
-                continue;
-            };
-            let ev = log.on_io_done(&mut self.q, io, &result, wall_ms);
-            self.on_log_event(id, ev);
-            if self.lifecycle == Lifecycle::Failed {
-                return;
-            }
-        }
     }
 
     fn after_step(&mut self) {
@@ -697,7 +602,6 @@ impl Engine {
             IoTag::HardState(group, hs, generation) => {
                 self.on_hard_state_written(group, hs, generation, result)
             }
-            IoTag::SyncRound => self.on_sync_round_done(result),
         }
     }
 

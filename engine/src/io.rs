@@ -25,12 +25,6 @@ pub enum IoOp {
     /// fdatasync `file`: every `Append` emitted before this one on the file is durable once
     /// this completes with `Ok`.
     Sync { file: String },
-    /// Make every `Append` to these files that has *completed* durable: the engine emits it
-    /// only after the appends it must cover completed, so it is ordered with nothing (its
-    /// order key is `""`) and may run anywhere. On Linux the shell makes it one `syncfs(2)`
-    /// when it names more than one file (one device flush for all of them), else, or if
-    /// `syncfs` fails, an fdatasync of each file. `Ok` only if every file is durable.
-    SyncFiles { files: Vec<String> },
     /// Read up to `len` bytes at `position`; the result may be shorter at end of file.
     Read { file: String, position: u64, len: u32 },
     /// Cut `file` to `len` bytes and make the new length durable.
@@ -62,7 +56,6 @@ impl IoOp {
             | IoOp::CreateFile { file }
             | IoOp::WriteState { file, .. } => file,
             IoOp::CreateDir { dir } | IoOp::List { dir } => dir,
-            IoOp::SyncFiles { .. } => "",
             IoOp::Rename { from, .. } => from,
             IoOp::Delete { path } => path,
         };

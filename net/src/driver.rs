@@ -165,7 +165,6 @@ fn start_disk(config: &ShellConfig, events_tx: mpsc::Sender<Event>) -> Result<Di
         root: config.data_dir.clone(),
         writer_threads: config.disk_writer_threads,
         reader_threads: config.disk_reader_threads,
-        syncfs: config.disk_syncfs,
     };
     DiskExecutor::start(disk_config, done).map_err(|e| ShellError::Disk(crate::describe_io_error(&e)))
 }

@@ -62,8 +62,6 @@ pub struct ShellConfig {
     pub disk_writer_threads: usize,
     /// Threads that run `Read` ops.
     pub disk_reader_threads: usize,
-    /// `log.flush.syncfs`: a sync round over several files is one `syncfs(2)`.
-    pub disk_syncfs: bool,
     /// Print the one `gregor listening on …` line to stdout once the engine is ready.
     pub announce: bool,
     /// The inter-broker transport, for a node with peers: the engine's `SendPeer` outputs
@@ -83,7 +81,6 @@ impl ShellConfig {
             shutdown_timeout_ms: 30_000,
             disk_writer_threads: 16,
             disk_reader_threads: 4,
-            disk_syncfs: true,
             announce: true,
             peers: None,
         }
@@ -93,7 +90,6 @@ impl ShellConfig {
     pub fn with_broker(mut self, broker: &BrokerConfig) -> ShellConfig {
         // A negative value is refused by `BrokerConfig::set`; treat one as "no frames at all".
         self.socket_request_max_bytes = usize::try_from(broker.socket_request_max_bytes).unwrap_or(0);
-        self.disk_syncfs = broker.log_flush_syncfs;
         self
     }
 }

@@ -20,10 +20,6 @@ struct Harness {
 
 impl Harness {
     fn new(writer_threads: usize) -> Harness {
-        Harness::with_syncfs(writer_threads, true)
-    }
-
-    fn with_syncfs(writer_threads: usize, syncfs: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let (tx, done) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
@@ -37,7 +33,6 @@ impl Harness {
             root: dir.path().to_path_buf(),
             writer_threads,
             reader_threads: 2,
-            syncfs,
         };
         let exec = DiskExecutor::start(config, completion).unwrap();
         Harness {
@@ -145,49 +140,6 @@ fn file_lifecycle() {
     );
     assert_eq!(h.run(read("t-0/a.log", 0, 100)), bytes(b""));
     assert_eq!(std::fs::metadata(h.path("t-0/a.log")).unwrap().len(), 0);
-}
-
-#[test]
-fn a_sync_round_covers_its_files_skips_missing_ones_and_names_a_failure() {
-    for syncfs in [true, false] {
-        let mut h = Harness::with_syncfs(3, syncfs);
-        let mut files = Vec::new();
-        for p in 0..10 {
-            let dir = format!("t-{p}");
-            assert_eq!(h.run(IoOp::CreateDir { dir: dir.clone() }), IoResult::Done);
-            let file = format!("{dir}/0.log");
-            assert_eq!(h.run(IoOp::CreateFile { file: file.clone() }), IoResult::Done);
-            assert_eq!(h.run(append(&file, 0, b"batch")), IoResult::Done);
-            files.push(file);
-        }
-        let sync = |files: &[String]| IoOp::SyncFiles {
-            files: files.to_vec(),
-        };
-        assert_eq!(h.run(sync(&files)), IoResult::Done, "syncfs {syncfs}: ten files");
-        assert_eq!(
-            h.run(sync(&files[..1])),
-            IoResult::Done,
-            "syncfs {syncfs}: one file"
-        );
-        // A partition deleted while a round naming it was in flight.
-        let mut with_gone = files.clone();
-        with_gone.insert(1, "gone-0/0.log".into());
-        assert_eq!(
-            h.run(sync(&with_gone)),
-            IoResult::Done,
-            "syncfs {syncfs}: a missing file is skipped"
-        );
-        for file in &files {
-            assert_eq!(h.run(read(file, 0, 10)), bytes(b"batch"));
-        }
-        // A file that cannot be opened for writing fails the round, naming it.
-        let mut with_dir = files.clone();
-        with_dir.push("t-3".into());
-        match h.run(sync(&with_dir)) {
-            IoResult::Err(IoError::Other(msg)) => assert!(msg.contains("t-3"), "{msg}"),
-            other => panic!("syncfs {syncfs}: a directory in a round gave {other:?}"),
-        }
-    }
 }
 
 #[test]

@@ -128,11 +128,6 @@ impl Disk {
         dir.is_empty() || self.dirs.contains(dir)
     }
 
-    /// Whether `file` exists (any spelling of its path).
-    pub fn file_exists(&self, file: &str) -> bool {
-        self.files.contains_key(&normalize(file))
-    }
-
     /// Takes the misuses recorded since the last call.
     pub fn take_misuses(&mut self) -> Vec<DiskMisuse> {
         std::mem::take(&mut self.misuses)
@@ -143,7 +138,6 @@ impl Disk {
         match op {
             IoOp::Append { file, position, data } => self.append(&normalize(file), *position, data, faults),
             IoOp::Sync { file } => self.sync(&normalize(file), faults),
-            IoOp::SyncFiles { files } => self.sync_files(files, faults),
             IoOp::Read { file, position, len } => self.read(&normalize(file), *position, *len),
             IoOp::Truncate { file, len } => self.truncate(&normalize(file), *len),
             IoOp::CreateFile { file } => self.create_file(&normalize(file)),
@@ -210,31 +204,6 @@ impl Disk {
             f.sync();
         }
         IoResult::Done
-    }
-
-    /// A sync round (engine/src/io.rs): every file that exists is synced (a missing one is
-    /// a partition deleted while the round was in flight). With `fail_sync` the first
-    /// existing file's sync fails, as the shell's per-file check after a failed `syncfs`
-    /// would find it, and the others are synced.
-    fn sync_files(&mut self, files: &[String], faults: OpFaults) -> IoResult {
-        let mut result = IoResult::Done;
-        let mut fail = faults.fail_sync;
-        for file in files {
-            let file = normalize(file);
-            if !self.files.contains_key(&file) {
-                continue;
-            }
-            let faults = OpFaults {
-                fail_sync: std::mem::take(&mut fail),
-                ..faults
-            };
-            if let IoResult::Err(e) = self.sync(&file, faults) {
-                if result == IoResult::Done {
-                    result = IoResult::Err(e);
-                }
-            }
-        }
-        result
     }
 
     fn read(&self, file: &str, position: u64, len: u32) -> IoResult {

@@ -568,23 +568,14 @@ impl World {
         if matches!(op, IoOp::Append { .. }) && self.nodes[n].disk_full {
             faults.no_space = true;
         }
-        let synced = match &op {
-            IoOp::Sync { file } => Some(file.as_str()),
-            // The file that fails is the first that exists (Disk::sync_files).
-            IoOp::SyncFiles { files } => files
-                .iter()
-                .map(String::as_str)
-                .find(|f| self.nodes[n].disk.file_exists(f)),
-            _ => None,
-        };
-        if let (Some(file), Some(p)) = (synced, self.opts.faults.fsync_error_p) {
+        if let (IoOp::Sync { file }, Some(p)) = (&op, self.opts.faults.fsync_error_p) {
             if self.faults_on && self.rng_fsync.gen_bool(p) {
                 faults.fail_sync = true;
                 self.nodes[n].sync_failed = true;
                 let incarnation = self.nodes[n].incarnation;
                 let at = self.now() + FATAL_AFTER_SYNC_ERROR_MS;
                 self.schedule(at, Event::FatalDeadline { node: n, incarnation });
-                let file = file.to_string();
+                let file = file.clone();
                 self.log(format!("node {n_id}: fsync of {file} fails"));
                 self.trace.event("fsync-error", &[n as u64, token]);
             }
@@ -682,18 +673,6 @@ impl World {
         for ops in groups {
             let done = self.rng_disk_crash.gen_range(0..=ops.len());
             for op in &ops[..done] {
-                if let IoOp::SyncFiles { files } = op {
-                    // The device may have flushed any of the round's files before power
-                    // went: each is synced or not, by its own draw.
-                    for file in files {
-                        if self.rng_disk_crash.gen_bool(0.5) {
-                            let sync = IoOp::Sync { file: file.clone() };
-                            let _ = self.nodes[n].disk.apply(&sync, OpFaults::default());
-                        }
-                    }
-                    applied += 1;
-                    continue;
-                }
                 let no_space = self.nodes[n].disk_full && matches!(op, IoOp::Append { .. });
                 let _ = self.nodes[n].disk.apply(
                     op,

@@ -212,13 +212,6 @@ fn hash_io_op(h: &mut Fnv64, op: &IoOp) {
             h.tag(1);
             h.blob(file.as_bytes());
         }
-        IoOp::SyncFiles { files } => {
-            h.tag(11);
-            h.u64(files.len() as u64);
-            for file in files {
-                h.blob(file.as_bytes());
-            }
-        }
         IoOp::Read { file, position, len } => {
             h.tag(2);
             h.blob(file.as_bytes());

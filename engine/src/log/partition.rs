@@ -3,16 +3,12 @@
 //! [`PartitionLog::on_io_done`].
 //!
 //! Invariants:
-//! - `durable_end <= written_end <= emitted_end <= leo`: offsets below `durable_end` are
-//!   fsynced and are all a client may read (the high watermark); `written_end` is where
-//!   completed appends stop, `emitted_end` where emitted ones do; batches in
-//!   `[emitted_end, leo)` wait in `deferred` for a roll to finish.
+//! - `durable_end <= emitted_end <= leo`: offsets below `durable_end` are fsynced and are
+//!   all a client may read (the high watermark); `emitted_end` is where written (emitted)
+//!   appends stop; batches in `[emitted_end, leo)` wait in `deferred` for a roll to finish.
 //! - Only the active (last) segment can hold bytes that are not yet durable: a new segment
 //!   file is created only once every earlier offset is durable. Recovery relies on this.
-//! - At most one sync is in flight; it covers `written_end` as of its start. The log only
-//!   asks for one ([`IoQueue::want_sync`]); the engine starts it in its next sync round,
-//!   with every other log that asked, as one op over all their files (engine.rs,
-//!   `start_sync_round`).
+//! - At most one sync round is in flight; it covers `emitted_end` as of its emission.
 //! - While a cut (follower truncation, [`PartitionLog::truncate_from`]) is under way, the
 //!   files may still hold bytes past the cut (`emitted_end > leo`, or past the cut offset
 //!   once the new leader's entries are appended in memory); `durable_end` and `written_end`
@@ -47,8 +43,6 @@ pub enum PartIo {
         end: u64,
         segment: u64,
         position: u64,
-        /// Where the append ends in its segment: the file's size once it is written.
-        end_position: u64,
     },
     Sync {
         covers_end: u64,
@@ -146,13 +140,8 @@ pub struct PartitionLog {
     durable_end: u64,
     /// Byte position of `durable_end` in the active segment: readers never read past it.
     durable_position: u64,
-    /// Byte position of `written_end` in the active segment (what a sync started now covers).
-    written_position: u64,
     inflight: u32,
     sync_in_flight: bool,
-    /// This log asked the engine for a sync (through the IO queue) that has not started:
-    /// the engine starts the syncs of many logs together, one round at a time.
-    sync_wanted: bool,
     /// Base offset of the segment being created, while a roll is under way.
     roll_at: Option<u64>,
     roll_creating: bool,
@@ -213,10 +202,8 @@ impl PartitionLog {
             written_end: leo,
             durable_end: leo,
             durable_position,
-            written_position: durable_position,
             inflight: 0,
             sync_in_flight: false,
-            sync_wanted: false,
             roll_at: None,
             roll_creating: false,
             deferred: VecDeque::new(),
@@ -678,7 +665,6 @@ impl PartitionLog {
             self.written_end = offset;
             self.durable_end = offset;
             self.durable_position = self.active().size_bytes;
-            self.written_position = self.durable_position;
         }
         self.write_epochs(q);
     }
@@ -731,7 +717,6 @@ impl PartitionLog {
             end: d.last + 1,
             segment,
             position,
-            end_position: position + size,
         };
         q.submit(
             IoOp::Append {
@@ -743,42 +728,21 @@ impl PartitionLog {
         );
     }
 
-    /// Asks the engine for a sync if written bytes are not yet durable and none is in flight.
-    /// The engine starts it (`start_sync`) in its next sync round, together with the other
-    /// logs that asked: one round at a time, so that logs written together sync together.
+    /// Starts a sync round if none is in flight and emitted bytes are not yet durable.
     fn maybe_sync(&mut self, q: &mut IoQueue) {
-        if !self.sync_wanted && self.can_sync() {
-            self.sync_wanted = true;
-            q.want_sync(self.id);
+        if self.sync_in_flight || self.repairing || self.cut.is_some() || self.emitted_end <= self.durable_end
+        {
+            return;
         }
-    }
-
-    fn can_sync(&self) -> bool {
-        !self.sync_in_flight
-            && !self.repairing
-            && self.cut.is_none()
-            && self.broken.is_none()
-            && self.written_end > self.durable_end
-    }
-
-    /// Starts the sync this log asked for, if it is still needed: it covers every append
-    /// that has completed, so it need not be ordered after any op still in flight. Returns
-    /// the file to sync and the tag its completion is handed back with (`on_io_done`).
-    ///
-    /// Invariant: everything written and not durable is in the active segment (a roll waits
-    /// until the old segment is durable before the new one gets a byte).
-    pub(crate) fn start_sync(&mut self) -> Option<(String, PartIo)> {
-        if !std::mem::take(&mut self.sync_wanted) || !self.can_sync() {
-            return None;
-        }
-        assert!(self.written_position >= self.durable_position || self.durable_end == 0);
         self.sync_in_flight = true;
         self.inflight += 1;
+        let active = self.active();
+        let (file, covers_position) = (active.file.clone(), active.size_bytes);
         let tag = PartIo::Sync {
-            covers_end: self.written_end,
-            covers_position: self.written_position,
+            covers_end: self.emitted_end,
+            covers_position,
         };
-        Some((self.active().file.clone(), tag))
+        q.submit(IoOp::Sync { file }, IoTag::Log(self.id, tag));
     }
 
     /// A roll proceeds once every offset before the new segment is durable.
@@ -817,7 +781,6 @@ impl PartitionLog {
         );
         self.segments.insert(roll_at, new);
         self.durable_position = 0;
-        self.written_position = 0;
         tracing::info!(dir = %self.dir, base_offset = roll_at, "segment rolled");
     }
 
@@ -839,7 +802,6 @@ impl PartitionLog {
                 end,
                 segment,
                 position,
-                end_position,
             } => {
                 if failed {
                     tracing::warn!(dir = %self.dir, offset = start, ?result, "append failed; rewinding");
@@ -856,7 +818,6 @@ impl PartitionLog {
                     // when the new leader's entries already reach that far.)
                     assert_eq!(start, self.written_end, "appends on one file complete in order");
                     self.written_end = end;
-                    self.written_position = end_position;
                     ev.advanced = true;
                 }
             }
@@ -1015,7 +976,6 @@ impl PartitionLog {
             }
         };
         self.durable_position = self.active().size_bytes;
-        self.written_position = self.durable_position;
         self.repairing = true;
         self.inflight += 1;
         q.submit(op, IoTag::Log(self.id, PartIo::Repair));

@@ -46,14 +46,6 @@ impl MemDisk {
                 self.durable.insert(file.clone(), v);
                 IoResult::Done
             }
-            IoOp::SyncFiles { files } => {
-                for file in files {
-                    if let Some(v) = self.volatile.get(file).cloned() {
-                        self.durable.insert(file.clone(), v);
-                    }
-                }
-                IoResult::Done
-            }
             IoOp::Read { file, position, len } => match self.volatile.get(file) {
                 None => IoResult::Err(IoError::NotFound),
                 Some(f) => {

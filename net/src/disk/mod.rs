@@ -4,9 +4,7 @@
 //! Ordering (engine/src/io.rs): ops with the same `order_key` go to one writer thread, chosen
 //! by hashing the key, so they run and complete in emission order. `Read`s go to a shared
 //! reader pool: the engine only reads bytes whose writes already completed, so reads never
-//! wait behind an fsync. `SyncFiles` (the engine's sync round, which covers only completed
-//! writes) goes to a thread of its own ([`sync_files`]). Every failure becomes an
-//! `IoResult::Err`; nothing here panics on IO.
+//! wait behind an fsync. Every failure becomes an `IoResult::Err`; nothing here panics on IO.
 
 // Public only to the loom model tests (net/tests/loom_handles.rs), which drive its bookkeeping.
 #[cfg(feature = "loom")]
@@ -15,7 +13,6 @@ pub mod handles;
 mod handles;
 mod ops;
 mod readahead;
-mod sync_files;
 
 use std::io;
 use std::path::PathBuf;
@@ -43,8 +40,6 @@ pub struct DiskConfig {
     pub root: PathBuf,
     pub writer_threads: usize,
     pub reader_threads: usize,
-    /// A sync round over several files is one `syncfs(2)` (`log.flush.syncfs`).
-    pub syncfs: bool,
 }
 
 type Job = (Token, IoOp);
@@ -57,7 +52,6 @@ const PREFETCH_THREADS: usize = 8;
 pub struct DiskExecutor {
     writers: Vec<mpsc::Sender<Job>>,
     readers: mpsc::Sender<Job>,
-    syncer: mpsc::Sender<Job>,
     handles: Arc<HandleCache>,
 }
 
@@ -123,25 +117,9 @@ impl DiskExecutor {
             })?
         };
         handles.readahead.set_jobs(prefetches);
-        let syncer = {
-            let (handles, done) = (handles.clone(), done.clone());
-            let syncfs = config.syncfs;
-            spawn_pool("gregor-disk-sync", 1, move || {
-                let (handles, done) = (handles.clone(), done.clone());
-                let mut sync_files = sync_files::SyncFiles::new(syncfs);
-                move |(token, op): Job| {
-                    let result = match op {
-                        IoOp::SyncFiles { files } => sync_files.run(&handles, &files),
-                        other => ops::execute(&handles, other),
-                    };
-                    done(vec![(token, result)]);
-                }
-            })?
-        };
         Ok(DiskExecutor {
             writers,
             readers,
-            syncer,
             handles,
         })
     }
@@ -152,8 +130,6 @@ impl DiskExecutor {
     pub fn submit(&self, token: Token, op: IoOp) -> Result<(), IoError> {
         let sent = if matches!(op, IoOp::Read { .. }) {
             self.readers.send((token, op))
-        } else if matches!(op, IoOp::SyncFiles { .. }) {
-            self.syncer.send((token, op))
         } else {
             let index = writer_for(op.order_key(), self.writers.len());
             self.writers[index].send((token, op))

@@ -12,7 +12,6 @@ use gregor_engine::{DirEntry, IoError, IoOp, IoResult};
 
 use super::handles::{normalize, parent, HandleCache};
 use super::readahead::{after_whole_batches, Prefetch, Taken};
-use super::sync_files::SyncFiles;
 
 /// `ENOSPC` and `EDQUOT` on Linux: the disk (or quota) is full.
 const ENOSPC: i32 = 28;
@@ -31,12 +30,13 @@ fn execute_normalized(handles: &HandleCache, op: IoOp) -> io::Result<IoResult> {
         IoOp::Sync { file } => {
             let f = handles.get(&file_path(&file)?)?;
             f.sync_data()?;
-            recycle_synced(&f);
+            // The sync is done: recycling is advice, so a failed fstat only skips it.
+            if let Ok(meta) = f.metadata() {
+                let end = cached_tail_start(meta.len());
+                drop_cached(&f, end.saturating_sub(RECYCLE_SPAN_BYTES), end);
+            }
             Ok(IoResult::Done)
         }
-        // The executor runs these on its sync thread, whose `SyncFiles` keeps whether
-        // `syncfs` is on; here (not reached by the executor) each file gets an fdatasync.
-        IoOp::SyncFiles { files } => Ok(SyncFiles::new(false).run(handles, &files)),
         IoOp::Read { file, position, len } => read(handles, &file_path(&file)?, position, len),
         IoOp::Truncate { file, len } => truncate(handles, &file_path(&file)?, len),
         IoOp::CreateFile { file } => create_file(handles, &file_path(&file)?),
@@ -48,18 +48,9 @@ fn execute_normalized(handles: &HandleCache, op: IoOp) -> io::Result<IoResult> {
     }
 }
 
-/// Drops the cached pages of a just-synced file behind its cached tail (see
-/// [`CACHED_TAIL_BYTES`]). Advice: a failed fstat only skips it.
-pub(crate) fn recycle_synced(f: &File) {
-    if let Ok(meta) = f.metadata() {
-        let end = cached_tail_start(meta.len());
-        drop_cached(f, end.saturating_sub(RECYCLE_SPAN_BYTES), end);
-    }
-}
-
 /// A normalized path that must name something inside the data directory, not the directory
 /// itself (which no file op can touch: `NotFound`, as in the simulator).
-pub(crate) fn file_path(rel: &str) -> io::Result<String> {
+fn file_path(rel: &str) -> io::Result<String> {
     let path = normalize(rel)?;
     if path.is_empty() {
         return Err(ErrorKind::NotFound.into());
@@ -71,7 +62,6 @@ fn describe(op: &IoOp) -> (&'static str, &str) {
     match op {
         IoOp::Append { file, .. } => ("append", file),
         IoOp::Sync { file } => ("sync", file),
-        IoOp::SyncFiles { files } => ("sync", files.first().map_or("", String::as_str)),
         IoOp::Read { file, .. } => ("read", file),
         IoOp::Truncate { file, .. } => ("truncate", file),
         IoOp::CreateFile { file } => ("create", file),
